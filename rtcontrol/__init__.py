@@ -1,0 +1,121 @@
+"""rtcontrol: real-time call control for the CALLR voice API (REALTIME10).
+
+The public surface is re-exported here; everything else is internal.
+"""
+
+from __future__ import annotations
+
+from .app import App
+from .commands import (
+    Command,
+    conference,
+    dialout,
+    hangup,
+    hangup_callid,
+    play,
+    play_record,
+    play_talk_detect,
+    play_wav_data,
+    read,
+    record,
+    send_dtmf,
+    simple_conference,
+    start_call_recording,
+    stop_call_recording,
+    wait,
+    wait_for_silence,
+)
+from .context import Call
+from .errors import (
+    ApiError,
+    AuthenticationError,
+    CallEnded,
+    CallError,
+    CallNotFound,
+    CommandError,
+    ConfigurationError,
+    HTTPStatusError,
+    InvalidResponse,
+    JSONRPCError,
+    LockTimeout,
+    OutcomeUnknown,
+    RegistrationError,
+    RtcontrolError,
+    StoreError,
+    StoreUnavailable,
+    TransportError,
+)
+from .flow import Flow
+from .media import Target, tts
+from .protocol import CallStatus, RTRequest, RTResponse
+from .results import (
+    CommandFailed,
+    Completed,
+    DialFailed,
+    Digits,
+    Nothing,
+    Outcome,
+    ReadTimeout,
+    Recording,
+)
+from .settings import Settings
+from .store import MemoryStore, Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApiError",
+    "App",
+    "AuthenticationError",
+    "Call",
+    "CallEnded",
+    "CallError",
+    "CallNotFound",
+    "CallStatus",
+    "Command",
+    "CommandError",
+    "CommandFailed",
+    "Completed",
+    "ConfigurationError",
+    "DialFailed",
+    "Digits",
+    "Flow",
+    "HTTPStatusError",
+    "InvalidResponse",
+    "JSONRPCError",
+    "LockTimeout",
+    "MemoryStore",
+    "Nothing",
+    "Outcome",
+    "OutcomeUnknown",
+    "RTRequest",
+    "RTResponse",
+    "ReadTimeout",
+    "Recording",
+    "RegistrationError",
+    "RtcontrolError",
+    "Settings",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "Target",
+    "TransportError",
+    "__version__",
+    "conference",
+    "dialout",
+    "hangup",
+    "hangup_callid",
+    "play",
+    "play_record",
+    "play_talk_detect",
+    "play_wav_data",
+    "read",
+    "record",
+    "send_dtmf",
+    "simple_conference",
+    "start_call_recording",
+    "stop_call_recording",
+    "tts",
+    "wait",
+    "wait_for_silence",
+]

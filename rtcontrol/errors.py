@@ -1,0 +1,154 @@
+"""Every exception rtcontrol raises, in one tree.
+
+::
+
+    RtcontrolError
+    ├── ConfigurationError           bad or missing settings; raised at start-up
+    ├── CommandError (ValueError)    a command built with a bad parameter
+    ├── RegistrationError (TypeError) a handler or flow of the wrong shape
+    ├── CallError                    an operation on a call that cannot be done
+    │   ├── CallNotFound             the call id is unknown to the store
+    │   └── CallEnded                the call has already hung up
+    ├── StoreError                   the shared store failed
+    │   ├── StoreUnavailable         cannot reach the store (Redis down)
+    │   └── LockTimeout              a per-call lock was not acquired in time
+    └── ApiError                     the CALLR JSON-RPC API failed
+        ├── TransportError           the request never produced an HTTP answer
+        │   └── OutcomeUnknown       ...and it may have reached the server: not retried
+        ├── HTTPStatusError          a non-2xx HTTP status
+        │   └── AuthenticationError  401/403: credentials refused
+        ├── JSONRPCError             the server answered with a JSON-RPC ``error``
+        └── InvalidResponse          the answer is not a valid JSON-RPC response
+
+Catch ``RtcontrolError`` for "anything from rtcontrol"; catch the leaves to act.
+``OutcomeUnknown`` deserves its own handling: a ``calls.realtime`` that raised it
+may have dialled someone, so never blindly retry it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "CallEnded",
+    "CallError",
+    "CallNotFound",
+    "CommandError",
+    "ConfigurationError",
+    "HTTPStatusError",
+    "InvalidResponse",
+    "JSONRPCError",
+    "LockTimeout",
+    "OutcomeUnknown",
+    "RegistrationError",
+    "RtcontrolError",
+    "StoreError",
+    "StoreUnavailable",
+    "TransportError",
+]
+
+
+class RtcontrolError(Exception):
+    """Base of every error raised by rtcontrol."""
+
+
+class ConfigurationError(RtcontrolError):
+    """A setting is missing or invalid; the message names the setting."""
+
+
+class CommandError(RtcontrolError, ValueError):
+    """A command parameter is out of range or of the wrong type.
+
+    The message names the command, the parameter, what is allowed and the value given.
+    """
+
+    def __init__(self, command: str, param: str, allowed: str, value: Any) -> None:
+        self.command = command
+        self.param = param
+        self.allowed = allowed
+        self.value = value
+        super().__init__(f"{command}: parameter {param!r} must be {allowed}, got {value!r}")
+
+
+class RegistrationError(RtcontrolError, TypeError):
+    """A handler or flow was registered with the wrong shape; says what to change."""
+
+
+class CallError(RtcontrolError):
+    """An operation on one call could not be carried out."""
+
+    def __init__(self, message: str, *, callid: int | None = None) -> None:
+        self.callid = callid
+        super().__init__(message)
+
+
+class CallNotFound(CallError):
+    """The call id is not known to the store (never seen, or forgotten after its TTL)."""
+
+
+class CallEnded(CallError):
+    """The call has already hung up."""
+
+
+class StoreError(RtcontrolError):
+    """The per-call store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached (for Redis: connection refused, timeout)."""
+
+
+class LockTimeout(StoreError):
+    """A per-call lock could not be acquired within the allowed wait."""
+
+
+class ApiError(RtcontrolError):
+    """A call to the CALLR JSON-RPC API failed."""
+
+    def __init__(self, message: str, *, method: str | None = None) -> None:
+        self.method = method
+        super().__init__(message)
+
+
+class TransportError(ApiError):
+    """No HTTP response was received (connection refused, timeout, reset)."""
+
+
+class OutcomeUnknown(TransportError):
+    """The request may have reached the server, and the method is not safe to retry.
+
+    ``request`` holds the JSON-RPC request that was sent (without credentials), so the
+    caller can reconcile (for ``calls.realtime``: check whether the callee was dialled).
+    """
+
+    def __init__(self, message: str, *, method: str, request: dict[str, Any]) -> None:
+        self.request = request
+        super().__init__(message, method=method)
+
+
+class HTTPStatusError(ApiError):
+    """The API answered with a non-2xx HTTP status."""
+
+    def __init__(self, message: str, *, method: str | None = None, status_code: int) -> None:
+        self.status_code = status_code
+        super().__init__(message, method=method)
+
+
+class AuthenticationError(HTTPStatusError):
+    """The API refused the credentials (HTTP 401 or 403)."""
+
+
+class JSONRPCError(ApiError):
+    """The API answered with a JSON-RPC error object."""
+
+    def __init__(self, *, method: str | None, code: int, message: str, data: Any = None) -> None:
+        self.code = code
+        self.rpc_message = message
+        self.data = data
+        super().__init__(f"{method}: JSON-RPC error {code}: {message}", method=method)
+
+
+class InvalidResponse(ApiError):
+    """The API answered something that is not a valid JSON-RPC 2.0 response."""

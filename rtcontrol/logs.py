@@ -1,0 +1,45 @@
+"""Loggers and the one-line-per-callback record.
+
+Loggers: ``rtcontrol.callback`` (one INFO line per callback), ``rtcontrol.handler``
+(handler errors, with traceback), ``rtcontrol.app`` (start-up, configuration,
+interrupts). Credentials and request bodies are never logged; phone numbers are
+not logged either, only call ids.
+"""
+
+from __future__ import annotations
+
+import logging
+
+__all__ = ["app_log", "callback_log", "handler_log"]
+
+callback_log = logging.getLogger("rtcontrol.callback")
+handler_log = logging.getLogger("rtcontrol.handler")
+app_log = logging.getLogger("rtcontrol.app")
+
+
+def log_callback(
+    callid: int,
+    command_id: int | str,
+    step: str,
+    status: str,
+    outcome: str,
+    handler_ms: float,
+) -> None:
+    if callback_log.isEnabledFor(logging.INFO):
+        callback_log.info(
+            "callback callid=%s command_id=%s step=%s status=%s outcome=%s handler_ms=%.1f",
+            callid,
+            command_id,
+            step,
+            status,
+            outcome,
+            handler_ms,
+            extra={
+                "callid": callid,
+                "command_id": command_id,
+                "step": step,
+                "status": status,
+                "outcome": outcome,
+                "handler_ms": round(handler_ms, 3),
+            },
+        )

@@ -1,0 +1,80 @@
+"""Settings, read from ``RTCONTROL_*`` environment variables or passed in code.
+
+Each field documents its variable. Values given to ``App(...)`` win over the
+environment, so tests never depend on the machine they run on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigurationError
+
+__all__ = ["Settings"]
+
+_ENV = "RTCONTROL_"
+
+
+class Settings(BaseModel):
+    """Framework settings. ``Settings.from_env(**overrides)`` reads the environment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: RTCONTROL_CALLBACK_LOGIN / RTCONTROL_CALLBACK_PASSWORD: the HTTP Basic
+    #: credentials set on the REALTIME10 app; the callback route requires them.
+    callback_login: str | None = None
+    callback_password: str | None = Field(default=None, repr=False)
+    #: RTCONTROL_ALLOW_NO_AUTH=1 serves the callback route without credentials
+    #: (logged as a warning). Only for local experiments.
+    allow_no_auth: bool = False
+    #: RTCONTROL_STORE_URL: ``memory://`` (default, one process) or ``redis://host:port/db``.
+    store_url: str = "memory://"
+    #: RTCONTROL_APP_HASH: the REALTIME10 app used by ``start_call`` when none is given.
+    app_hash: str | None = None
+    #: RTCONTROL_HANDLER_BUDGET: seconds a handler may take before the caller is put on
+    #: hold; the platform allows 5 s per reply, minus network time.
+    handler_budget: float = Field(default=4.0, gt=0, le=4.9)
+    #: RTCONTROL_BACKGROUND_TIMEOUT: seconds a slow handler may keep running behind a
+    #: hold before the call gets the fallback command.
+    background_timeout: float = Field(default=60.0, gt=0)
+    #: RTCONTROL_CALL_TTL: seconds a call's state is kept after its last callback.
+    call_ttl: float = Field(default=6 * 3600.0, gt=0)
+    #: RTCONTROL_ENDED_TTL: seconds an ended call is remembered, to answer late duplicates.
+    ended_ttl: float = Field(default=600.0, gt=0)
+    #: RTCONTROL_MAX_BODY: largest callback body accepted, in bytes (413 above).
+    max_body: int = Field(default=64 * 1024, ge=1024)
+    #: RTCONTROL_BREAK_TIMEOUT: seconds allowed for one ``calls.realtime_break``.
+    break_timeout: float = Field(default=2.0, gt=0)
+    #: RTCONTROL_OUTBOUND_BIND_WAIT: seconds the first callback of an outbound call waits
+    #: for ``start_call`` to record its flow (the platform may call back before
+    #: ``calls.realtime`` has returned the request hash to us).
+    outbound_bind_wait: float = Field(default=1.0, ge=0)
+    #: RTCONTROL_MAX_REPLAYS: holds given in a row while the store is unreachable before
+    #: the call gets the fallback command.
+    max_replays: int = Field(default=10, ge=0)
+    #: RTCONTROL_WORKERS (or WEB_CONCURRENCY): worker processes sharing this app; more than
+    #: one with the memory store is refused.
+    workers: int = Field(default=1, ge=1)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = env.get(_ENV + name.upper())
+            if raw is not None and raw != "":
+                values[name] = raw
+        if "workers" not in values and env.get("WEB_CONCURRENCY"):
+            values["workers"] = env["WEB_CONCURRENCY"]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{_ENV}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigurationError(f"invalid settings: {problems}") from None
