@@ -90,6 +90,7 @@ class App:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._binding = asyncio.Condition()
         self._starting = 0
+        self._asgi: FastAPI | None = None
         self.dispatcher = Dispatcher(self)
 
     # ------------------------------------------------------------ function handlers
@@ -270,6 +271,23 @@ class App:
         from .web import create_asgi
 
         return create_asgi(self, path=path)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """An App is itself an ASGI app (``uvicorn module:app``), built on first use.
+
+        Building it checks the configuration (callback credentials, workers and
+        store), so a misconfigured app fails at start-up, in the lifespan.
+        """
+        if self._asgi is None:
+            try:
+                self._asgi = self.asgi()
+            except ConfigurationError as exc:
+                if scope["type"] != "lifespan":
+                    raise
+                await receive()  # lifespan.startup: refuse to start, with the reason
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+        await self._asgi(scope, receive, send)
 
     def track(self, task: asyncio.Task[Any]) -> None:
         """Keep a background task alive until it ends (and for graceful shutdown)."""
