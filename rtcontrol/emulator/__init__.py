@@ -1,0 +1,60 @@
+"""A local CALLR platform: it calls your REALTIME10 app and answers JSON-RPC like CALLR.
+
+Faithful to what the spec states, strict about what it does not accept, and explicit
+about what nobody knows: every UNKNOWN/INFERENCE behaviour is a field of
+:class:`EmulatorSettings`. Command durations run on a :class:`ScaledClock`, scripted
+:class:`Callee` objects play the people, and every call yields a :class:`Transcript`.
+
+::
+
+    from rtcontrol.emulator import Callee, Emulator, Press, ScaledClock
+
+    async with Emulator(transport=httpx.ASGITransport(app), clock=ScaledClock(50)) as emu:
+        hash_ = emu.create_app("http://app/callr").hash
+        t = await emu.place_call(hash_, Callee(actions=[Press("1")]))
+        print(t.render())
+"""
+
+from __future__ import annotations
+
+from .apps import App, RPCFault
+from .bridge import Rooms
+from .broadcast import Broadcast
+from .call import EmulatedCall
+from .callee import Action, Answer, Callee, HangUp, Leave, Press, Silence, Speak
+from .clock import Clock, ScaledClock
+from .emulator import Emulator
+from .rpc import RPC_PATH, build_rpc_app, handle_rpc
+from .server import LocalServer, serve
+from .settings import DEFAULT_API_KEY, DEFAULT_LOGIN, DEFAULT_PASSWORD, EmulatorSettings
+from .transcript import Event, Transcript
+
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_LOGIN",
+    "DEFAULT_PASSWORD",
+    "RPC_PATH",
+    "Action",
+    "Answer",
+    "App",
+    "Broadcast",
+    "Callee",
+    "Clock",
+    "EmulatedCall",
+    "Emulator",
+    "EmulatorSettings",
+    "Event",
+    "HangUp",
+    "Leave",
+    "LocalServer",
+    "Press",
+    "RPCFault",
+    "Rooms",
+    "ScaledClock",
+    "Silence",
+    "Speak",
+    "Transcript",
+    "build_rpc_app",
+    "handle_rpc",
+    "serve",
+]

@@ -1,0 +1,204 @@
+"""What happened on one emulated call, in order, for assertions and for people.
+
+Every POST, every reply (with its real latency), every callee action and platform
+decision is an :class:`Event` stamped with the call's virtual time. The properties
+(``commands``, ``requests``, ``hangup_count``...) are what tests assert on;
+:meth:`Transcript.render` is what a failing test prints.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ["Event", "EventKind", "Transcript"]
+
+EventKind = Literal["request", "reply", "callee", "platform", "error"]
+
+_STYLE: dict[str, str] = {
+    "request": "cyan",
+    "reply": "green",
+    "callee": "magenta",
+    "platform": "yellow",
+    "error": "bold red",
+}
+_TAG: dict[str, str] = {
+    "request": "POST",
+    "reply": "REPLY",
+    "callee": "CALLEE",
+    "platform": "PLATFORM",
+    "error": "ERROR",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of a transcript.
+
+    ``data`` is the JSON body for requests and replies (``None`` when a reply had no usable
+    body); ``latency`` is the real seconds a reply took; ``ignored`` marks the reply to the
+    final HANGUP POST, which the platform discards.
+    """
+
+    at: float
+    kind: EventKind
+    text: str
+    data: Any = None
+    status: int | None = None
+    latency: float | None = None
+    ignored: bool = False
+
+
+def _short(value: Any, limit: int = 90) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_request(body: dict[str, Any]) -> str:
+    parts = [str(body.get("call_status"))]
+    if body.get("command") or body.get("command_id"):
+        parts.append(f"{body.get('command')}#{_short(body.get('command_id'))}")
+    parts.append(f"result={_short(body.get('command_result'))}")
+    if body.get("command_error"):
+        parts.append(f"error={_short(body.get('command_error'))}")
+    if body.get("variables"):
+        parts.append(f"vars={_short(body.get('variables'), 60)}")
+    return " ".join(parts)
+
+
+def describe_reply(body: Any) -> str:
+    if not isinstance(body, dict):
+        return _short(body)
+    text = f"{body.get('command')}#{_short(body.get('command_id'))}"
+    if body.get("params"):
+        text += f" {_short(body.get('params'))}"
+    if body.get("variables"):
+        text += f" vars={_short(body.get('variables'), 60)}"
+    return text
+
+
+@dataclass
+class Transcript:
+    """The record of one call (or one broadcast, which has no webhook traffic)."""
+
+    callid: int
+    app: str
+    direction: Literal["inbound", "outbound", "broadcast"]
+    number: str
+    cli_number: str = ""
+    request_hash: str | None = None
+    events: list[Event] = field(default_factory=list)
+    #: How the call ended: ``app`` (hangup command), ``callee``, ``api`` (calls.hangup),
+    #: ``hangup_callid``, ``bridge``, ``webhook``, ``invalid_command``, ``unanswered``,
+    #: ``cancel``, ``max_duration``, ``max_commands``, ``shutdown``, ``completed``.
+    ended_by: str = ""
+    #: Virtual seconds from the call's start to its end.
+    duration: float = 0.0
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.ended_by)
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Every RT.Request body POSTed, in order (retries included)."""
+        return [e.data for e in self.events if e.kind == "request"]
+
+    @property
+    def replies(self) -> list[Any]:
+        """Every reply body the app sent (``None`` for a timeout or unreadable body)."""
+        return [e.data for e in self.events if e.kind == "reply"]
+
+    @property
+    def latencies(self) -> list[float]:
+        """Real seconds each reply took (timeouts count as the full wait)."""
+        return [e.latency for e in self.events if e.kind == "reply" and e.latency is not None]
+
+    @property
+    def commands(self) -> list[Any]:
+        """The ``command`` of each reply that was acted on (accepted or refused)."""
+        return [
+            e.data.get("command")
+            for e in self.events
+            if e.kind == "reply" and not e.ignored and isinstance(e.data, dict)
+        ]
+
+    @property
+    def executed(self) -> list[str]:
+        """Names of the commands actually run, ``hangup`` included."""
+        return [e.data for e in self.events if e.kind == "platform" and e.text.startswith("run ")]
+
+    @property
+    def hangup_count(self) -> int:
+        return sum(1 for r in self.requests if r.get("call_status") == "HANGUP")
+
+    @property
+    def final_status(self) -> str:
+        """``call_status`` of the last POST, or the outcome when nothing was POSTed."""
+        requests = self.requests
+        if requests:
+            return str(requests[-1].get("call_status"))
+        return self.ended_by.upper() or "PENDING"
+
+    @property
+    def errors(self) -> list[str]:
+        """Protocol violations and webhook failures the platform saw."""
+        return [e.text for e in self.events if e.kind == "error"]
+
+    @property
+    def callee_events(self) -> list[str]:
+        return [e.text for e in self.events if e.kind == "callee"]
+
+    def _header(self) -> str:
+        way = {"inbound": "inbound", "outbound": "outbound", "broadcast": "broadcast"}
+        text = f"Call {self.callid} ({way[self.direction]}) app {self.app or '-'}"
+        if self.request_hash:
+            text += f" request {self.request_hash}"
+        return text + f", {self.cli_number or 'BLOCKED'} -> {self.number}"
+
+    def _footer(self) -> str:
+        state = f"ended by {self.ended_by}" if self.ended else "still running"
+        errors = len(self.errors)
+        return (
+            f"{state} after {self.duration:.1f}s, {len(self.requests)} POSTs, "
+            f"{self.hangup_count} HANGUP, {errors} error{'s' if errors != 1 else ''}"
+        )
+
+    def _line(self, event: Event) -> str:
+        latency = f" ({event.latency * 1000:.0f} ms)" if event.latency is not None else ""
+        status = f" {event.status}" if event.status is not None else ""
+        ignored = " [ignored]" if event.ignored else ""
+        return f"{_TAG[event.kind]:<8}{status}{latency}{ignored} {event.text}"
+
+    def render(self) -> str:
+        """Plain text, one line per event, for logs and assertion messages."""
+        lines = [self._header()]
+        lines += [f"{e.at:8.2f}s  {self._line(e)}" for e in self.events]
+        lines.append(self._footer())
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def __rich__(self) -> Table:
+        table = Table(title=self._header(), caption=self._footer(), show_lines=False)
+        table.add_column("t (s)", justify="right", style="dim")
+        table.add_column("what")
+        table.add_column("detail", overflow="fold")
+        for e in self.events:
+            what = _TAG[e.kind]
+            if e.status is not None:
+                what += f" {e.status}"
+            if e.latency is not None:
+                what += f" {e.latency * 1000:.0f}ms"
+            if e.ignored:
+                what += " ignored"
+            table.add_row(f"{e.at:.2f}", Text(what, style=_STYLE[e.kind]), Text(e.text))
+        return table
