@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Callable
 
+from ..errors import StoreError
 from .base import JSON, LockToken, Store, dumps, loads, lock_timeout
 
 __all__ = ["MemoryStore"]
@@ -61,6 +62,10 @@ class MemoryStore(Store):
         dead = [k for k, (exp, _) in self._data.items() if exp <= now]
         for k in dead:
             del self._data[k]
+        # Locks whose holder never released them (a crashed task) and nobody awaits.
+        stale = [k for k, lk in self._locks.items() if lk.waiters == 0 and lk.expires <= now]
+        for k in stale:
+            del self._locks[k]
 
     def _read(self, key: str) -> str | None:
         item = self._data.get(key)
@@ -122,6 +127,26 @@ class MemoryStore(Store):
             lock.waiters -= 1
             if lock.waiters == 0 and lock.token is None:
                 self._locks.pop(key, None)
+
+    async def set_and_release(
+        self, key: str, value: JSON | None, *, ttl: float, lock_key: str, token: LockToken
+    ) -> None:
+        """Write only while ``token`` still holds the lock, as the Redis store does.
+
+        A holder whose lease ran out may have been overtaken by another worker: its
+        write could erase theirs, so it is refused with :class:`StoreError`.
+        """
+        lock = self._locks.get(lock_key)
+        if lock is None or lock.token != token or lock.expires <= self._clock():
+            await self.release(lock_key, token)
+            raise StoreError(f"lock {lock_key!r} lease expired before the write")
+        try:
+            if value is None:
+                self._data.pop(key, None)
+            else:
+                await self.set(key, value, ttl=ttl)
+        finally:
+            await self.release(lock_key, token)
 
     async def release(self, key: str, token: LockToken) -> bool:
         lock = self._locks.get(key)

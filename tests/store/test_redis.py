@@ -1,0 +1,347 @@
+"""RedisStore only: round trips, failure translation, time bounds, reconnects, secrets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.asyncio.connection import AbstractConnection
+from redis_server import RedisServer, free_port
+
+from rtcontrol.errors import LockTimeout, StoreError, StoreUnavailable
+from rtcontrol.store import open_store
+from rtcontrol.store.redis import RedisStore
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+async def store(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisStore]:
+    s = RedisStore.from_url(redis_url, prefix=redis_prefix)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain synchronous client to look behind the store's back."""
+    with redis.Redis.from_url(redis_url, decode_responses=True) as client:
+        yield client
+
+
+class Trips:
+    """Counts packets sent to Redis: one send per round trip (a pipeline is one send)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def names(self) -> list[str]:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> Trips:
+    spy = Trips()
+    original = AbstractConnection.send_packed_command
+
+    async def send(self: AbstractConnection, command: Any, check_health: bool = True) -> None:
+        data = command if isinstance(command, bytes) else b"".join(command)
+        spy.sent.append(data.split(b"\r\n")[2].decode().upper())  # first command's name
+        await original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", send)
+    return spy
+
+
+@contextlib.asynccontextmanager
+async def fake_server(answer: Callable[[bytes], bytes | None]) -> AsyncIterator[str]:
+    """A TCP server speaking just enough RESP: ``answer(chunk)`` or silence (None)."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(4096):
+                reply = answer(chunk)
+                if reply is not None:
+                    writer.write(reply)
+                    await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        for w in writers:
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+
+# ---------------------------------------------------------------------- round trips
+
+
+async def test_one_round_trip_per_operation(store: RedisStore, trips: Trips) -> None:
+    # Warm up: open a connection and load the scripts (first EVALSHA may need a load).
+    token, _ = await store.acquire_and_get("L", "call", lease=5, wait=0)
+    await store.set_and_release("call", {"n": 0}, ttl=60, lock_key="L", token=token)
+    await store.release("L", await store.acquire("L", lease=5, wait=0))
+    trips.names()
+
+    token, value = await store.acquire_and_get("L", "call", lease=5, wait=0)
+    assert value == {"n": 0}
+    assert trips.names() == ["EVALSHA"]
+    await store.set_and_release("call", {"n": 1}, ttl=60, lock_key="L", token=token)
+    assert trips.names() == ["EVALSHA"]
+    await store.set_and_release("call", {"n": 1}, ttl=60, lock_key="L", token=token)  # retry
+    assert trips.names() == ["EVALSHA"]
+
+    token = await store.acquire("L", lease=5, wait=0)
+    assert trips.names() == ["EVALSHA"]
+    assert await store.release("L", token)
+    assert trips.names() == ["EVALSHA"]
+    assert await store.get("call") == {"n": 1}
+    assert trips.names() == ["GET"]
+    await store.set("x", 1, ttl=60)
+    assert trips.names() == ["SET"]
+    await store.delete("x", "y")
+    assert trips.names() == ["DEL"]
+    await store.ping()
+    assert trips.names() == ["PING"]
+    await store.update("x", lambda old: (old or 0) + 1, ttl=60)
+    assert trips.names() == ["WATCH", "GET", "MULTI"]  # MULTI/SET/EXEC go in one send
+
+
+async def test_contended_acquire_polls_once_per_attempt(store: RedisStore, trips: Trips) -> None:
+    await store.acquire("L", lease=5, wait=0)
+    trips.names()
+    with pytest.raises(LockTimeout):
+        await store.acquire_and_get("L", "call", lease=5, wait=0.1)
+    sent = trips.names()
+    assert set(sent) == {"EVALSHA"}
+    assert 3 <= len(sent) <= 40  # short backoff, but no busy loop
+
+
+async def test_values_are_json_text_with_px_ttl(
+    store: RedisStore, raw: redis.Redis, redis_prefix: str
+) -> None:
+    await store.set("k", {"é": [1, 2]}, ttl=30)
+    assert raw.get(f"{redis_prefix}k") == '{"é":[1,2]}'
+    assert 29_000 < raw.pttl(f"{redis_prefix}k") <= 30_000
+    token = await store.acquire("L", lease=2.5, wait=0)
+    assert raw.get(f"{redis_prefix}L") == token
+    assert 2_000 < raw.pttl(f"{redis_prefix}L") <= 2_500
+
+
+async def test_prefix_isolates_stores(redis_url: str, redis_prefix: str) -> None:
+    a = RedisStore.from_url(redis_url, prefix=redis_prefix + "a:")
+    b = RedisStore.from_url(redis_url, prefix=redis_prefix + "b:")
+    try:
+        await a.set("k", "from a", ttl=60)
+        assert await b.get("k") is None
+        await b.acquire("L", lease=5, wait=0)
+        await a.acquire("L", lease=5, wait=0)  # a different lock
+        assert await a.get("k") == "from a"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_scripts_reloaded_after_script_flush(store: RedisStore, raw: redis.Redis) -> None:
+    await store.release("L", await store.acquire("L", lease=5, wait=0))
+    raw.script_flush()
+    token, value = await store.acquire_and_get("L", "call", lease=5, wait=0)
+    assert value is None
+    await store.set_and_release("call", 1, ttl=60, lock_key="L", token=token)
+    assert await store.get("call") == 1
+
+
+async def test_open_store_builds_shared_redis_store(redis_url: str) -> None:
+    store = open_store(redis_url)
+    try:
+        assert isinstance(store, RedisStore)
+        assert store.shared is True
+        await store.ping()
+    finally:
+        await store.close()
+
+
+# ---------------------------------------------------------------------- lease-expired writes
+
+
+async def test_set_and_release_refused_when_another_holds_the_lock(
+    store: RedisStore, raw: redis.Redis, redis_prefix: str
+) -> None:
+    await store.set("call", "original", ttl=60)
+    old, _ = await store.acquire_and_get("L", "call", lease=0.1, wait=0)
+    await asyncio.sleep(0.15)
+    new, _ = await store.acquire_and_get("L", "call", lease=5, wait=0)
+    with pytest.raises(StoreError, match="lease expired") as err:
+        await store.set_and_release("call", "late", ttl=60, lock_key="L", token=old)
+    assert not isinstance(err.value, StoreUnavailable)
+    assert await store.get("call") == "original"
+    assert raw.get(f"{redis_prefix}L") == new  # the new holder keeps its lock
+    with pytest.raises(StoreError):  # refused even when the value would not change
+        await store.set_and_release("call", "original", ttl=60, lock_key="L", token=old)
+    with pytest.raises(StoreError):
+        await store.set_and_release("call", None, ttl=60, lock_key="L", token=old)
+    assert await store.get("call") == "original"
+
+
+async def test_set_and_release_refused_when_value_changed_behind_expired_lease(
+    store: RedisStore,
+) -> None:
+    await store.set("call", "original", ttl=60)
+    old, _ = await store.acquire_and_get("L", "call", lease=0.1, wait=0)
+    await asyncio.sleep(0.15)
+    async with store.lock("L", lease=5, wait=0):  # another worker's whole callback
+        await store.set("call", "theirs", ttl=60)
+    with pytest.raises(StoreError, match="not saved"):
+        await store.set_and_release("call", "mine", ttl=60, lock_key="L", token=old)
+    assert await store.get("call") == "theirs"
+    with pytest.raises(StoreError):
+        await store.set_and_release("call", None, ttl=60, lock_key="L", token=old)
+    assert await store.get("call") == "theirs"
+
+
+async def test_set_and_release_retry_is_idempotent(store: RedisStore) -> None:
+    """A retried write whose first answer was lost finds the lock free and its value there."""
+    token, _ = await store.acquire_and_get("L", "call", lease=5, wait=0)
+    await store.set_and_release("call", {"n": 1}, ttl=60, lock_key="L", token=token)
+    await store.set_and_release("call", {"n": 1}, ttl=60, lock_key="L", token=token)
+    token, _ = await store.acquire_and_get("L", "call", lease=5, wait=0)
+    await store.set_and_release("call", None, ttl=60, lock_key="L", token=token)
+    await store.set_and_release("call", None, ttl=60, lock_key="L", token=token)
+    assert await store.get("call") is None
+
+
+async def test_acquire_retry_by_same_token_is_idempotent(
+    store: RedisStore, redis_prefix: str
+) -> None:
+    """The acquire script treats "already held by this token" as acquired."""
+    script = store._acquire_script
+    keys = [f"{redis_prefix}L", f"{redis_prefix}call"]
+    assert (await script(keys, ["tok", 5000]))[0] == 1
+    assert (await script(keys, ["tok", 5000]))[0] == 1
+    refused = await script(keys, ["other", 5000])
+    assert refused[0] == 0
+    assert 4000 < refused[1] <= 5000
+
+
+# ---------------------------------------------------------------------- failures
+
+
+async def test_unreachable_server_raises_store_unavailable() -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0")  # does not connect
+    operations = {
+        "ping": store.ping(),
+        "get": store.get("k"),
+        "set": store.set("k", 1, ttl=1),
+        "delete": store.delete("k"),
+        "update": store.update("k", lambda _old: 1, ttl=1),
+        "acquire": store.acquire("L", lease=1, wait=1),
+        "release": store.release("L", "t"),
+        "acquire_and_get": store.acquire_and_get("L", "k", lease=1, wait=1),
+        "set_and_release": store.set_and_release("k", 1, ttl=1, lock_key="L", token="t"),
+    }
+    try:
+        for name, op in operations.items():
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable) as err:
+                await op
+            assert time.monotonic() - started < 0.5, name
+            assert isinstance(err.value.__cause__, redis.RedisError), name
+            assert str(err.value).startswith(f"redis {name.split('_')[0]}"), name
+    finally:
+        await store.close()
+
+
+async def test_silent_server_is_bounded_by_timeout() -> None:
+    """A Redis that accepts but never answers (hung, overloaded) fails within ``timeout``."""
+    async with fake_server(lambda _chunk: None) as url:
+        store = RedisStore.from_url(url, timeout=0.2)
+        try:
+            for op in (store.ping(), store.acquire_and_get("L", "k", lease=1, wait=5)):
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    await op
+                assert 0.15 < time.monotonic() - started < 0.35  # one cap, not one per retry
+        finally:
+            await store.close()
+
+
+async def test_password_never_in_errors() -> None:
+    secret = "S3cr3t-Pa55"  # a fake
+
+    def answer(chunk: bytes) -> bytes:  # echo the password back, as a careless proxy might
+        return f"-WRONGPASS bad password {secret}\r\n".encode()
+
+    async with fake_server(answer) as url:
+        closed = f"redis://user:{secret}@127.0.0.1:{free_port()}/0"
+        echoing = url.replace("redis://", f"redis://user:{secret}@")
+        for target in (closed, echoing):
+            store = RedisStore.from_url(target, timeout=0.5)
+            try:
+                assert secret not in repr(store)
+                with pytest.raises(StoreUnavailable) as err:
+                    await store.ping()
+                assert secret not in str(err.value)
+                assert secret not in repr(err.value)
+            finally:
+                await store.close()
+        assert "***" in str(err.value)  # the echoing server's message was scrubbed
+
+
+async def test_reconnects_after_restart(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_server_factory()
+    store = RedisStore.from_url(server.url, timeout=0.5)
+    try:
+        # Several pooled connections, all of which die with the server.
+        await asyncio.gather(*(store.set(f"k{i}", i, ttl=60) for i in range(8)))
+        token, _ = await store.acquire_and_get("L", "call", lease=5, wait=0)
+
+        server.restart()  # no persistence: data and script cache are gone
+        started = time.monotonic()
+        results = await asyncio.gather(*(store.get(f"k{i}") for i in range(8)))
+        assert results == [None] * 8
+        assert time.monotonic() - started < 1.0
+        token, value = await store.acquire_and_get("L", "call", lease=5, wait=0)
+        assert value is None
+        await store.set_and_release("call", "after", ttl=60, lock_key="L", token=token)
+        assert await store.get("call") == "after"
+
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            await store.get("call")
+        with pytest.raises(StoreUnavailable):
+            await store.ping()
+        server.start()
+        await store.ping()  # the first call after Redis returns succeeds
+        await store.update("n", lambda old: (old or 0) + 1, ttl=60)
+        assert await store.get("n") == 1
+    finally:
+        await store.close()
+
+
+async def test_update_survives_restart_mid_flight(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_server_factory()
+    store = RedisStore.from_url(server.url, timeout=0.5)
+    try:
+        await store.set("n", 1, ttl=60)
+        server.restart()
+        assert await store.update("n", lambda old: (old or 0) + 10, ttl=60) == 10
+    finally:
+        await store.close()
