@@ -8,6 +8,7 @@ directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -150,27 +151,43 @@ class App:
 
         if callable(name):
             return register(name)
+        if name is not None and not isinstance(name, str):
+            raise RegistrationError("step takes a step name string or nothing")
         return lambda fn: register(fn, name)
 
-    def _hook(self, name: str) -> Callable[[H], H]:
+    def _hook(self, name: str, fn: Any) -> Any:
         def register(fn: H) -> H:
             check_handler(fn, name)
+            if name in self._flows[MAIN].hooks:
+                raise RegistrationError(f"{name} is already registered")
             self._flows[MAIN].hooks[name] = fn
             return fn
 
-        return register
+        return register if fn is None else register(fn)
 
-    def on_hangup(self, fn: H) -> H:
+    @overload
+    def on_hangup(self, fn: H, /) -> H: ...
+    @overload
+    def on_hangup(self) -> Callable[[H], H]: ...
+    def on_hangup(self, fn: Any = None) -> Any:
         """Runs exactly once per call, whatever ended it (for flows without their own)."""
-        return self._hook("on_hangup")(fn)
+        return self._hook("on_hangup", fn)
 
-    def on_break(self, fn: H) -> H:
+    @overload
+    def on_break(self, fn: H, /) -> H: ...
+    @overload
+    def on_break(self) -> Callable[[H], H]: ...
+    def on_break(self, fn: Any = None) -> Any:
         """A command was interrupted without a recorded action."""
-        return self._hook("on_break")(fn)
+        return self._hook("on_break", fn)
 
-    def on_result(self, fn: H) -> H:
+    @overload
+    def on_result(self, fn: H, /) -> H: ...
+    @overload
+    def on_result(self) -> Callable[[H], H]: ...
+    def on_result(self, fn: Any = None) -> Any:
         """Results of commands sent without ``.then(step)``."""
-        return self._hook("on_result")(fn)
+        return self._hook("on_result", fn)
 
     async def _main_start(self, call: Any) -> Any:
         handlers = self._main_outbound if call.is_outbound else self._main_inbound
@@ -253,12 +270,10 @@ class App:
                     await self.store.delete(key)
                 return binding if isinstance(binding, dict) else None
             async with self._binding:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         self._binding.wait(), timeout=min(0.05, give_up - loop.time())
                     )
-                except TimeoutError:
-                    pass
 
     # ------------------------------------------------------------ serving
 
@@ -294,7 +309,7 @@ class App:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def shutdown(self, timeout: float = 25.0) -> None:
+    async def shutdown(self, timeout: float = 25.0) -> None:  # noqa: ASYNC109 - public API
         """Let callbacks and slow handlers in flight finish, then close the store."""
         try:
             await asyncio.wait_for(self.dispatcher.wait_idle(), timeout=timeout)
@@ -316,6 +331,10 @@ class App:
 
             self._client = CallrClient.from_env()
         return self._client
+
+    @client.setter
+    def client(self, client: CallrClient) -> None:
+        self._client = client
 
     async def start_call(
         self,
@@ -393,10 +412,11 @@ class App:
             record = rec.CallRecord.from_json(raw)
             if record.ended:
                 raise CallEnded(f"call {callid} has ended", callid=callid)
-            if action.get("kind") == "step":
+            step = action.get("step") or (then.step if isinstance(then, Command) else None)
+            if step is not None:
                 flow = self.flow_spec(record.flow)
-                if flow.step(action["step"]) is None:
-                    raise RegistrationError(f"flow {flow.name} has no step {action['step']!r}")
+                if flow.step(step) is None:
+                    raise RegistrationError(f"flow {flow.name} has no step {step!r}")
             replaced = record.interrupt is not None and record.interrupt["target"] == record.current
             record.interrupt = {"target": record.current, "then": action}
             await self.store.set(ckey, record.to_json(), ttl=s.call_ttl)

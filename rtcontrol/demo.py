@@ -1,0 +1,129 @@
+"""``rtcontrol demo`` (``make run``): an example IVR and the emulator, talking over loopback.
+
+Everything a real deployment does happens here: uvicorn serves the App, the
+emulator POSTs callbacks to it with Basic auth and answers its JSON-RPC calls.
+No account, no network beyond 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import secrets
+from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+
+from .emulator import (
+    DEFAULT_API_KEY,
+    RPC_PATH,
+    Callee,
+    Emulator,
+    HangUp,
+    LocalServer,
+    Press,
+    ScaledClock,
+    Silence,
+    Transcript,
+)
+from .errors import ConfigurationError
+
+__all__ = ["SCENARIOS", "run_demo"]
+
+#: Numbers the emulator knows: call them from a second terminal to hear each caller.
+PHONEBOOK = {
+    "+33600000001": Callee(actions=[Press("1")], name="presses 1"),
+    "+33600000002": Callee(actions=[Press("7"), Press("2")], name="presses 7, then 2"),
+    "+33600000003": Callee(actions=[Silence(), Silence(), Silence()], name="stays silent"),
+    "+33100000001": Callee(answer_delay=3.0, hangup_after=20.0, name="sales agent"),
+    "+33100000002": Callee(answer_delay=2.0, hangup_after=15.0, name="support agent"),
+}
+
+#: The inbound calls the demo places: (title, callee).
+SCENARIOS = [
+    ("A caller presses 1 and is put through to sales", PHONEBOOK["+33600000001"]),
+    ("A caller presses 7 (invalid), then 2 for support", PHONEBOOK["+33600000002"]),
+    ("A caller says nothing: three prompts, then goodbye", PHONEBOOK["+33600000003"]),
+    ("A caller hangs up during the welcome", Callee(actions=[HangUp(after=1.5)], name="hangs up")),
+]
+
+
+def _load(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        factory = getattr(module, attr or "build")
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"cannot load {target!r}: {exc}") from None
+    return factory
+
+
+async def _bind(app: Any, port: int) -> LocalServer:
+    server = LocalServer(app, port=port)
+    try:
+        await server.start()
+    except OSError:  # the port is taken: any free one will do for a demo
+        server = LocalServer(app, port=0)
+        await server.start()
+    return server
+
+
+async def run_demo(
+    target: str, port: int, emulator_port: int, speed: float, keep_running: bool, console: Console
+) -> list[Transcript]:
+    from .rpc import CallrClient
+
+    password = secrets.token_urlsafe(12)
+    app = _load(target)(callback_login="callr", callback_password=password)
+    emu = Emulator(clock=ScaledClock(speed), phonebook=PHONEBOOK)
+    rpc_server = await _bind(emu.rpc_app, emulator_port)
+    app_server = await _bind(app, port)
+    api_url = rpc_server.url + RPC_PATH
+    app.client = CallrClient(api_url=api_url, api_key=DEFAULT_API_KEY)
+    app_hash = emu.create_app(
+        app_server.url + "/callback", name="demo", login="callr", password=password
+    ).hash
+    console.print(
+        Panel.fit(
+            f"app [bold]{target}[/] on {app_server.url}/callback\n"
+            f"CALLR emulator on {api_url}  (REALTIME10 app [bold]{app_hash}[/])\n"
+            f"time runs {speed:g}x faster than real time",
+            title="rtcontrol demo",
+        )
+    )
+    transcripts: list[Transcript] = []
+    try:
+        calls = [emu.start_call(app_hash, callee) for _, callee in SCENARIOS]
+        for (title, _), call in zip(SCENARIOS, calls, strict=True):
+            transcript = await call.wait()
+            transcripts.append(transcript)
+            console.print(Panel(transcript, title=title))
+        title = "An outbound call: app.start_call(...) to +33600000001, who presses 1"
+        request_hash = await app.start_call("+33600000001", app_hash=app_hash)
+        transcript = await emu.wait_request(request_hash)
+        transcripts.append(transcript)
+        console.print(Panel(transcript, title=title))
+        if keep_running:
+            console.print(
+                "Still serving. From a second terminal, place another call: "
+                f"[bold].venv/bin/rtcontrol call +33600000002 --app {app_hash} "
+                f"--api-url {api_url} --api-key {DEFAULT_API_KEY}[/]  (Ctrl-C to stop)"
+            )
+            await _print_new_calls(emu, console, seen=len(emu.transcripts))
+    finally:
+        await emu.aclose()
+        await app_server.stop()
+        await rpc_server.stop()
+    return transcripts
+
+
+async def _print_new_calls(emu: Emulator, console: Console, seen: int) -> None:
+    """Print each later call's transcript when it ends."""
+    printed: set[int] = {t.callid for t in emu.transcripts[:seen]}
+    while True:
+        for call in emu.calls:
+            if call.ended and call.callid not in printed:
+                printed.add(call.callid)
+                console.print(Panel(call.transcript, title=f"call {call.callid}"))
+        await asyncio.sleep(0.5)
