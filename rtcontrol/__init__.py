@@ -58,6 +58,7 @@ from .results import (
     ReadTimeout,
     Recording,
 )
+from .rpc import BroadcastOptions, CallrClient, RealtimeOptions, SyncCallrClient
 from .settings import Settings
 from .store import MemoryStore, Store
 
@@ -67,11 +68,13 @@ __all__ = [
     "ApiError",
     "App",
     "AuthenticationError",
+    "BroadcastOptions",
     "Call",
     "CallEnded",
     "CallError",
     "CallNotFound",
     "CallStatus",
+    "CallrClient",
     "Command",
     "CommandError",
     "CommandFailed",
@@ -91,6 +94,7 @@ __all__ = [
     "RTRequest",
     "RTResponse",
     "ReadTimeout",
+    "RealtimeOptions",
     "Recording",
     "RegistrationError",
     "RtcontrolError",
@@ -98,6 +102,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "SyncCallrClient",
     "Target",
     "TransportError",
     "__version__",
