@@ -78,7 +78,7 @@ class Command:
 
     def __post_init__(self) -> None:
         # Deep-freeze: nested lists/dicts (dialout targets) must not be mutable either.
-        object.__setattr__(self, "params", _freeze(self.params))
+        object.__setattr__(self, "params", _freeze(self.params, top=True))
 
     def then(self, step: str | Callable[..., Any]) -> Command:
         """Return a copy whose result goes to ``step`` (a step name or the step itself)."""
@@ -92,6 +92,10 @@ class Command:
         params: dict[str, Any] = _thaw(self.params)
         return params
 
+    def __reduce__(self) -> tuple[type[Command], tuple[str, dict[str, Any], str | None]]:
+        # copy, deepcopy and pickle: rebuilt from plain params (a mappingproxy cannot pickle)
+        return (Command, (self.name, self.wire_params(), self.step))
+
     @property
     def ends_call(self) -> bool:
         return self.name == "hangup"
@@ -102,9 +106,26 @@ class Command:
         return f"{self.name}({args}){then}"
 
 
-def _freeze(value: Any) -> Any:
+class _FrozenDict(dict[str, Any]):
+    """A read-only dict for nested params: JSON encoders still see a plain dict."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("command parameters are read-only; use Command.wire_params()")
+
+    __setitem__ = __delitem__ = __ior__ = _read_only
+    clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self) -> tuple[type[_FrozenDict], tuple[dict[str, Any]]]:
+        return (_FrozenDict, (dict(self),))
+
+
+def _freeze(value: Any, *, top: bool = False) -> Any:
+    """Deep read-only copy: lists become tuples, nested dicts ``_FrozenDict``."""
     if isinstance(value, Mapping):
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+        items = {k: _freeze(v) for k, v in value.items()}
+        return MappingProxyType(items) if top else _FrozenDict(items)
     if isinstance(value, list | tuple):
         return tuple(_freeze(v) for v in value)
     return value
