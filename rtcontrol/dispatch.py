@@ -56,7 +56,17 @@ def command_from_json(data: Mapping[str, Any]) -> Command:
     return Command(data["name"], MappingProxyType(dict(data["params"])), data.get("step"))
 
 
-def encode_reply(command: Command, command_id: int | str, variables: Mapping[str, Any]) -> bytes:
+def encode_reply(
+    command: Command,
+    command_id: int | str,
+    variables: Mapping[str, Any],
+    *,
+    replay: bool = False,
+) -> bytes:
+    if (
+        RESERVED in variables and not replay
+    ):  # rtcontrol's own key: a handler cannot forge replay data
+        variables = {k: v for k, v in variables.items() if k != RESERVED}
     return to_json(
         {
             "command": command.name,
@@ -125,6 +135,10 @@ class Dispatcher:
         lease = s.handler_budget + 5.0
         try:
             remaining = max(deadline - _now(), 0.001)
+            if isinstance(req.call_status, CallStatus) and req.call_status.ended:
+                # The reply to a hang-up is ignored: wait out a holder (a slow callback,
+                # an interrupt's break) rather than lose on_hangup.
+                remaining = max(remaining, s.handler_budget + s.break_timeout + 1.0)
             token, raw = await asyncio.wait_for(
                 self.store.acquire_and_get(lkey, ckey, lease=lease, wait=remaining),
                 timeout=remaining,
@@ -160,6 +174,8 @@ class Dispatcher:
             # The handler already ran: send its reply; the echoed command_id keeps the
             # call routable even though this step's state was not saved.
             app_log.error("callid=%s: could not save call state: %s", callid, _brief(exc))
+            if isinstance(exc, TimeoutError):  # the write may not have run: free the call
+                await self._release_quietly(lkey, token)
         return reply, outcome, step
 
     async def _release_quietly(self, lkey: str, token: str) -> None:
@@ -198,8 +214,10 @@ class Dispatcher:
             result, step, outcome = await self._run_interrupt(
                 req, record, flow, interrupt["then"], ref, variables, deadline
             )
+            if result is None:  # the interrupt's step was slow: hold like any step
+                return self._reply_hold(req, record, key, variables, step=step)
         elif ref is not None and ref.step in rec.BUILTIN_STEPS:
-            result, step, outcome = self._builtin(ref, record)
+            result, step, outcome = self._builtin(req.callid, ref, record)
             if result is None:  # hold ended and nothing to deliver yet
                 return self._reply_hold(req, record, key, variables)
             if outcome == "delivered" and record.pending is not None:
@@ -218,7 +236,7 @@ class Dispatcher:
     async def _new_record(
         self, req: RTRequest, ref: StepRef | None, ended: bool
     ) -> tuple[CallRecord, str]:
-        if req.is_first or (ended and ref is None):
+        if req.is_first or (ended and (ref is None or not self.app.has_flow(ref.flow))):
             flow, data = await self.app.route_first(req)
             self.metrics.active_calls.inc()
             return CallRecord(flow=flow, app=req.app, state=data), "reply"
@@ -231,6 +249,9 @@ class Dispatcher:
                 ref.step,
             )
             return CallRecord(flow=ref.flow, app=req.app, seq=ref.seq), "recovered"
+        if ref is not None and ref.step == rec.BYE_STEP:
+            # A fallback's apology ended (its flow is unknown, "-"): hang up, needing no state.
+            raise _Outcome(self.bye_reply(req, ref), "reply", save=False)
         app_log.error(
             "callid=%s: unknown call and command_id %r names no flow: answering with the fallback",
             req.callid,
@@ -250,7 +271,9 @@ class Dispatcher:
             return self.app.hook(flow, "on_result")
         return flow.step(step)
 
-    def _builtin(self, ref: StepRef, record: CallRecord) -> tuple[Command | None, str, str]:
+    def _builtin(
+        self, callid: int, ref: StepRef, record: CallRecord
+    ) -> tuple[Command | None, str, str]:
         if ref.step == rec.BYE_STEP:
             return self.app.bye, ref.step, "reply"
         if ref.step == rec.HOLD_STEP:
@@ -258,7 +281,7 @@ class Dispatcher:
                 return command_from_json(record.pending["command"]), ref.step, "delivered"
             if record.hold is not None and time.time() < float(record.hold.get("until", 0)):
                 return None, ref.step, "hold"
-            app_log.error("callid=%s: slow handler lost or timed out", record.flow)
+            app_log.error("callid=%s: slow handler lost or timed out", callid)
             record.hold = None
             return self.app.fallback, ref.step, "fallback"
         # REPLAY_STEP without replay data: nothing to replay, continue with the fallback
@@ -273,7 +296,7 @@ class Dispatcher:
         ref: StepRef | None,
         variables: dict[str, Any],
         deadline: float,
-    ) -> tuple[Command, str, str]:
+    ) -> tuple[Command | None, str, str]:
         kind = then.get("kind")
         if kind == "command":
             return command_from_json(then["command"]), "interrupt", "interrupt"
@@ -289,9 +312,7 @@ class Dispatcher:
         result, outcome = await self._run(
             req, record, flow, step, handler, variables, deadline, "interrupt", interrupted=True
         )
-        if result is None:  # the interrupt's step was slow: hold like any step
-            result, outcome = self.app.hold, "hold"
-        return result, step, outcome
+        return result, step, outcome  # None: still running, hold
 
     async def _run(
         self,
@@ -332,6 +353,9 @@ class Dispatcher:
                 raise TimeoutError
             result = await asyncio.wait_for(asyncio.shield(task), timeout=remaining)
         except TimeoutError:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                # The handler raised TimeoutError itself (its own wait_for...): an error.
+                return self._handler_failed(req, flow, step), "fallback"
             token = secrets.token_hex(6)
             record.hold = {
                 "token": token,
@@ -433,6 +457,12 @@ class Dispatcher:
         variables = {k: v for k, v in req.variables.items() if k != RESERVED}
         return encode_reply(fallback, command_id, variables)
 
+    def bye_reply(self, req: RTRequest, ref: StepRef) -> bytes:
+        """Hang up after a fallback's apology: needs nothing but the request."""
+        variables = {k: v for k, v in req.variables.items() if k != RESERVED}
+        command_id = rec.encode_command_id(ref.seq + 1, ref.flow, None)
+        return encode_reply(self.app.bye, command_id, variables)
+
     def _replay_hold(
         self, req: RTRequest, replays: int, exc: BaseException
     ) -> tuple[bytes, str, str]:
@@ -440,6 +470,9 @@ class Dispatcher:
         if isinstance(req.call_status, CallStatus) and req.call_status.ended:
             app_log.error("callid=%s: hang-up not recorded: %s", req.callid, _brief(exc))
             return EMPTY_REPLY, "hangup", "on_hangup"
+        ref = rec.parse_command_id(req.command_id)
+        if ref is not None and ref.step == rec.BYE_STEP:  # the apology ended: no state needed
+            return self.bye_reply(req, ref), "reply", rec.BYE_STEP
         if replays >= self.settings.max_replays:
             app_log.error(
                 "callid=%s: store unavailable after %d holds (%s): answering with the fallback",
@@ -455,9 +488,12 @@ class Dispatcher:
             "replay": [req.command, req.command_id, req.command_result, req.command_error],
             "n": replays + 1,
         }
-        ref = rec.parse_command_id(req.command_id)
         command_id = rec.encode_command_id(0, ref.flow if ref else "-", rec.REPLAY_STEP)
-        return encode_reply(REPLAY_HOLD, command_id, variables), "replay", rec.REPLAY_STEP
+        return (
+            encode_reply(REPLAY_HOLD, command_id, variables, replay=True),
+            "replay",
+            rec.REPLAY_STEP,
+        )
 
     # ----------------------------------------------------------------- hang-up
 
@@ -514,15 +550,18 @@ class Dispatcher:
             task.cancel()
             raise
         except TimeoutError:
-            handler_log.error(
-                "callid=%s: handler %s.%s still running after %.0fs behind a hold; "
-                "answering with the fallback",
-                callid,
-                flow.name,
-                call.step,
-                self.settings.background_timeout,
-            )
-            command = None
+            if task.done() and not task.cancelled():  # raised by the handler, not our timeout
+                command = self._handler_failed(call.request, flow, call.step)
+            else:
+                handler_log.error(
+                    "callid=%s: handler %s.%s still running after %.0fs behind a hold; "
+                    "answering with the fallback",
+                    callid,
+                    flow.name,
+                    call.step,
+                    self.settings.background_timeout,
+                )
+                command = None
         except Exception:
             command = self._handler_failed(call.request, flow, call.step)
         if command is None:

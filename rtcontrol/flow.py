@@ -49,9 +49,10 @@ def check_handler(fn: Any, what: str, *, bound: bool = False) -> Handler:
     name = getattr(fn, "__qualname__", repr(fn))
     if not callable(fn):
         raise RegistrationError(f"{what} {name} is not callable; pass an `async def` function")
+    shape = "(self, call)" if bound else "(call)"
     if not inspect.iscoroutinefunction(fn):
         raise RegistrationError(
-            f"{what} {name} must be a coroutine function: write `async def {_short(fn)}(call)`"
+            f"{what} {name} must be a coroutine function: write `async def {_short(fn)}{shape}`"
         )
     try:
         params = list(inspect.signature(fn).parameters.values())
@@ -64,7 +65,6 @@ def check_handler(fn: Any, what: str, *, bound: bool = False) -> Handler:
     ]
     required_kw = [p for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
     if len(positional) != 1 or required_kw:
-        shape = "(self, call)" if bound else "(call)"
         raise RegistrationError(
             f"{what} {name} must take exactly one argument, the call: "
             f"`async def {_short(fn)}{shape}`"
@@ -110,9 +110,10 @@ class FlowSpec:
                 continue
             if not inspect.iscoroutinefunction(raw):
                 if attr == START or attr in HOOKS:
-                    check_handler(raw, f"{flow_name}.{attr}", bound=True)
+                    check_handler(raw, "hook" if attr in HOOKS else "step", bound=True)
                 continue  # a plain helper method, not a step
-            check_handler(getattr(instance, attr), f"step {flow_name}.{attr}", bound=True)
+            what = "hook" if attr in HOOKS else "step"  # the name shown is Class.method
+            check_handler(getattr(instance, attr), what, bound=True)
             target = spec.hooks if attr in HOOKS else spec.steps
             target[attr] = getattr(instance, attr)
         return spec
