@@ -149,13 +149,16 @@ class EmulatedPlatform:
         *,
         flow: str | type[Flow] | None = None,
         data: dict[str, Any] | None = None,
-        timeout: int = 30,
+        ring_timeout: int = 30,
     ) -> Transcript:
         """Start an outbound call with ``app.start_call`` and return its transcript."""
         if callee is not None:
             self.emulator.phonebook[number] = callee
         request_hash = await self.app.start_call(
-            Target(number=number, timeout=timeout), flow=flow, data=data, app_hash=self.app_hash
+            Target(number=number, timeout=ring_timeout),
+            flow=flow,
+            data=data,
+            app_hash=self.app_hash,
         )
         return await self.emulator.wait_request(request_hash)
 
