@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from .client import IDEMPOTENT_METHODS, CallrClient, SyncCallrClient
-from .models import AppInfo, BroadcastOptions, RealtimeOptions
+from .client import IDEMPOTENT_METHODS, CallrClient
+from .models import AppInfo, BroadcastOptions, RealtimeAppParams, RealtimeOptions
+from .sync import SyncCallrClient
 
 __all__ = [
     "IDEMPOTENT_METHODS",
     "AppInfo",
     "BroadcastOptions",
     "CallrClient",
+    "RealtimeAppParams",
     "RealtimeOptions",
     "SyncCallrClient",
 ]

@@ -1,15 +1,15 @@
-"""Async JSON-RPC 2.0 client for the CALLR API, with retries that follow safety.
+"""Async JSON-RPC 2.0 client for the CALLR API (spec §2, §3).
 
-Retry rules, because a retried ``calls.realtime`` can ring someone twice:
+Retries follow safety, not convenience. A request that provably never left
+(connection refused, connect or pool timeout) is retried for every method. Once it
+may have reached the server (read/write timeout, reset, 5xx), only idempotent methods
+are retried; the others raise :class:`~rtcontrol.errors.OutcomeUnknown`, because a
+second ``calls.realtime`` could dial the callee twice. A 5xx counts as "may have run"
+(a proxy's 504 says nothing about the backend). JSON-RPC errors, 4xx and garbled 2xx
+answers are never retried.
 
-* every method is retried when the request provably never left (connection
-  refused, connect timeout, no pooled connection);
-* idempotent methods (:data:`IDEMPOTENT_METHODS`) are also retried after a
-  read/write timeout, a reset, or a 502/503/504;
-* other methods are never retried once the request may have reached the server:
-  :class:`~rtcontrol.errors.OutcomeUnknown` carries the request that was sent.
-
-JSON-RPC errors are answers, never retried. Credentials appear in no message.
+``timeout`` bounds a whole call, retries and backoff included, so a caller working
+to a deadline (a 5-second callback) can hand over what is left of its budget.
 """
 
 from __future__ import annotations
@@ -18,67 +18,53 @@ import asyncio
 import base64
 import itertools
 import json
+import logging
 import os
-import platform
-import random
-from collections.abc import Coroutine, Mapping, Sequence
-from types import TracebackType
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
-from pydantic import ValidationError
 
-from ..errors import (
-    AuthenticationError,
-    CommandError,
-    ConfigurationError,
-    HTTPStatusError,
-    InvalidResponse,
-    JSONRPCError,
-    OutcomeUnknown,
-    TransportError,
-)
+from ..errors import ApiError, CommandError, ConfigurationError, TransportError
 from ..media import Media, Target, check_media
-from ..protocol import CALLID_MAX
-from .models import AppInfo, BroadcastOptions, RealtimeOptions
+from .models import REALTIME10, AppInfo, BroadcastOptions, RealtimeOptions
+from .wire import (
+    USER_AGENT,
+    app_params,
+    check_callid,
+    check_ident,
+    check_name,
+    check_options,
+    check_positive,
+    check_target,
+    outcome_unknown,
+    parse_app,
+    parse_response,
+    redact,
+    status_error,
+    typed_result,
+)
 
-__all__ = ["IDEMPOTENT_METHODS", "CallrClient", "SyncCallrClient"]
+__all__ = ["IDEMPOTENT_METHODS", "CallrClient"]
 
-T = TypeVar("T")
+_log = logging.getLogger("rtcontrol.rpc")
 
-#: Methods whose repetition changes nothing: safe to retry after any transport error.
+#: Methods safe to send twice: a repeat changes nothing (a hung-up call stays hung up).
 IDEMPOTENT_METHODS = frozenset(
     {"calls.hangup", "calls.get_status_1", "apps.get_list", "apps.edit", "system.get_timestamp"}
 )
-#: Errors raised before a single byte of the request was sent.
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+#: The request provably never reached the server: safe to retry any method.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+#: Gateway answers worth a retry for idempotent methods.
 _RETRY_STATUS = frozenset({502, 503, 504})
-_VERSION = "0.1.0"
-
-
-def _target(method: str, target: Target | str) -> dict[str, Any]:
-    try:
-        value = Target(number=target) if isinstance(target, str) else target
-        return Target.model_validate(value).model_dump()
-    except ValidationError:
-        raise CommandError(
-            method, "target", "an E.164 number (+CCNSN) with a ring timeout of 5..300 s", target
-        ) from None
-
-
-def _callid(method: str, callid: Any) -> int:
-    if isinstance(callid, int) and not isinstance(callid, bool) and 0 <= callid <= CALLID_MAX:
-        return callid
-    raise CommandError(method, "callid", f"an integer 0..{CALLID_MAX}", callid)
+#: Slack for httpx's own timeouts to fire first, so they name what timed out.
+_GRACE = 0.05
+_MEDIA_TYPE = "application/json-rpc; charset=utf-8"
 
 
 class CallrClient:
-    """``async with CallrClient(api_key=...) as callr: await callr.hangup(callid)``.
-
-    Configure from arguments, or with :meth:`from_env` from ``CALLR_API_URL``,
-    ``CALLR_API_KEY``, or ``CALLR_LOGIN`` plus ``CALLR_PASSWORD``. ``transport``
-    replaces the network (``httpx.MockTransport`` in tests, the emulator in demos).
-    """
+    """The CALLR JSON-RPC API over one pooled ``httpx.AsyncClient``; close it when done."""
 
     DEFAULT_URL = "https://api.callr.com/json-rpc/v1.1/"
 
@@ -94,151 +80,158 @@ class CallrClient:
         backoff: float = 0.2,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if api_key and (login or password):
-            raise ConfigurationError("give an API key or a login and password, not both")
-        if api_key:
-            authorization = f"Api-Key {api_key}"
-        elif login and password:
-            pair = base64.b64encode(f"{login}:{password}".encode()).decode("ascii")
-            authorization = f"Basic {pair}"
-        else:
-            raise ConfigurationError(
-                "no CALLR credentials: set CALLR_API_KEY, or CALLR_LOGIN and CALLR_PASSWORD"
-            )
-        if timeout <= 0 or retries < 0 or backoff < 0:
-            raise ConfigurationError("timeout must be > 0, retries and backoff >= 0")
         self.api_url = api_url or self.DEFAULT_URL
-        self.timeout = timeout
+        parts = urlsplit(self.api_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError("api_url must be an http:// or https:// URL")
+        if parts.username or parts.password:
+            raise ConfigurationError("api_url must not hold credentials: use api_key or login")
+        if api_key and (login or password):
+            raise ConfigurationError("give api_key or login/password, not both")
+        if api_key:
+            self._authorization = f"Api-Key {api_key}"
+            self.auth_kind = "Api-Key"
+        elif login and password:
+            if ":" in login:
+                raise ConfigurationError("login must not contain ':' (HTTP Basic)")
+            token = base64.b64encode(f"{login}:{password}".encode()).decode("ascii")
+            self._authorization = f"Basic {token}"
+            self.auth_kind = "Basic"
+        else:
+            raise ConfigurationError("no credentials: give api_key, or login and password")
+        self.timeout = check_positive("timeout", timeout)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigurationError("retries must be an integer >= 0")
         self.retries = retries
-        self.backoff = backoff
+        self.backoff = check_positive("backoff", backoff, zero=True)
+        self._ids = itertools.count(1)
         self._http = httpx.AsyncClient(
             transport=transport,
-            timeout=httpx.Timeout(timeout),
-            trust_env=False,
-            headers={
-                "Content-Type": "application/json-rpc; charset=utf-8",
-                "Accept": "*/*",
-                "Authorization": authorization,
-                "User-Agent": f"rtcontrol/{_VERSION} python/{platform.python_version()}",
-            },
+            timeout=self.timeout,
+            headers={"User-Agent": USER_AGENT, "Accept": "*/*"},
         )
-        self._ids = itertools.count(random.randint(1, 1 << 20))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> CallrClient:
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {
-            "api_url": env.get("CALLR_API_URL") or None,
-            "api_key": env.get("CALLR_API_KEY") or None,
-            "login": env.get("CALLR_LOGIN") or None,
-            "password": env.get("CALLR_PASSWORD") or None,
-        }
-        if overrides.get("api_key"):
-            values["login"] = values["password"] = None
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+    def from_env(cls, **overrides: Any) -> CallrClient:
+        """Build from ``CALLR_API_URL``, ``CALLR_API_KEY`` or ``CALLR_LOGIN``+``CALLR_PASSWORD``.
+
+        Credentials given in ``overrides`` replace the environment's as a whole, so
+        ``--api-key`` on a command line wins over a ``CALLR_LOGIN`` left in the shell.
+        """
+        given = {k: v for k, v in overrides.items() if v is not None}
+        given.setdefault("api_url", os.environ.get("CALLR_API_URL") or None)
+        if not given.keys() & {"api_key", "login", "password"}:
+            key, login, password = (
+                os.environ.get(f"CALLR_{name}") or None for name in ("API_KEY", "LOGIN", "PASSWORD")
+            )
+            if key and (login or password):
+                raise ConfigurationError("set CALLR_API_KEY or CALLR_LOGIN, not both")
+            if not key and not (login and password):
+                missing = "CALLR_PASSWORD" if login else "CALLR_LOGIN" if password else ""
+                raise ConfigurationError(
+                    "no CALLR credentials: set CALLR_API_KEY, or CALLR_LOGIN and CALLR_PASSWORD"
+                    + (f" ({missing} is missing)" if missing else "")
+                )
+            given.update(api_key=key, login=login, password=password)
+        return cls(**given)
+
+    def __repr__(self) -> str:
+        return f"CallrClient(api_url={self.api_url!r}, auth={self.auth_kind!r})"
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
 
     async def __aenter__(self) -> CallrClient:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    # ------------------------------------------------------------------ transport
+    # ------------------------------------------------------------------ core
 
     async def call(
         self,
         method: str,
         params: list[Any],
         *,
-        idempotent: bool | None = None,
-        timeout: float | None = None,
+        idempotent: bool,
+        timeout: float | None = None,  # noqa: ASYNC109 - a whole-call budget
     ) -> Any:
-        """Call any method; ``idempotent`` defaults to membership of IDEMPOTENT_METHODS."""
-        result, _ = await self._call(method, params, idempotent, timeout)
+        """Call any method with positional ``params``; ``idempotent`` decides the retries."""
+        result, _ = await self._exchange(method, params, idempotent=idempotent, timeout=timeout)
         return result
 
-    async def _call(
-        self, method: str, params: list[Any], idempotent: bool | None, timeout: float | None
-    ) -> tuple[Any, int]:
-        safe = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
-        request = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
-        body = json.dumps(request, ensure_ascii=False, allow_nan=False).encode()
-        attempt = 0
-        while True:
+    async def _exchange(
+        self,
+        method: str,
+        params: list[Any],
+        *,
+        idempotent: bool,
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> tuple[Any, bool]:
+        """The result, and whether an earlier failed attempt may have reached the server."""
+        if not isinstance(params, list):
+            raise CommandError(method, "params", "a list (positional params only)", params)
+        budget = self.timeout if timeout is None else check_positive("timeout", timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        reached = False
+        for attempt in itertools.count(1):
+            rpc_id = next(self._ids)
+            request = {"jsonrpc": "2.0", "id": rpc_id, "method": method, "params": params}
             try:
-                response = await self._http.post(
-                    self.api_url, content=body, timeout=timeout or self.timeout
+                body = json.dumps(request, ensure_ascii=False, allow_nan=False).encode()
+            except (TypeError, ValueError):
+                raise CommandError(method, "params", "JSON values", redact(params)) from None
+            remaining = max(deadline - loop.time(), 0.001)
+            error: ApiError
+            try:
+                async with asyncio.timeout(remaining + _GRACE):
+                    response = await self._http.post(
+                        self.api_url,
+                        content=body,
+                        headers={"Content-Type": _MEDIA_TYPE, "Authorization": self._authorization},
+                        timeout=remaining,
+                    )
+            except _NOT_SENT as exc:
+                error = TransportError(
+                    f"{method}: cannot reach the API ({type(exc).__name__}); request not sent",
+                    method=method,
                 )
-            except _NEVER_SENT as exc:
-                if attempt < self.retries:
-                    attempt = await self._pause(attempt)
-                    continue
-                raise TransportError(
-                    f"{method}: cannot connect: {_brief(exc)}", method=method
-                ) from exc
-            except httpx.TransportError as exc:
-                if safe and attempt < self.retries:
-                    attempt = await self._pause(attempt)
-                    continue
-                if not safe:
-                    raise OutcomeUnknown(
-                        f"{method}: {_brief(exc)} after the request was sent; it may have been "
-                        "carried out, so it was not retried",
-                        method=method,
-                        request=request,
-                    ) from exc
-                raise TransportError(f"{method}: {_brief(exc)}", method=method) from exc
-            if response.status_code in _RETRY_STATUS and safe and attempt < self.retries:
-                attempt = await self._pause(attempt)
-                continue
-            return self._result(method, request["id"], response), attempt
+                cause: BaseException | None = exc
+            except (httpx.TransportError, TimeoutError) as exc:
+                what = type(exc).__name__
+                if not idempotent:
+                    raise outcome_unknown(method, request, f"{what} after sending") from exc
+                error = TransportError(
+                    f"{method}: {what} after the request was sent", method=method
+                )
+                cause, reached = exc, True
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return parse_response(method, rpc_id, response), reached
+                error = status_error(method, status)
+                if status >= 500 and not idempotent:
+                    # A 5xx (often a proxy's 502/504) says nothing about whether it ran.
+                    raise outcome_unknown(method, request, f"HTTP {status}") from error
+                if not (idempotent and status in _RETRY_STATUS):
+                    raise error
+                cause, reached = None, True
+            delay = self.backoff * 2 ** (attempt - 1)
+            if attempt > self.retries or loop.time() + delay >= deadline:
+                raise error from cause
+            _log.warning("%s: retry %d/%d after %s", method, attempt, self.retries, error)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _pause(self, attempt: int) -> int:
-        await asyncio.sleep(self.backoff * (2**attempt))
-        return attempt + 1
+    # --------------------------------------------------------------- methods
 
-    def _result(self, method: str, request_id: Any, response: httpx.Response) -> Any:
-        status = response.status_code
-        if status in (401, 403):
-            raise AuthenticationError(
-                f"{method}: credentials refused (HTTP {status})", method=method, status_code=status
-            )
-        if not 200 <= status < 300:
-            raise HTTPStatusError(f"{method}: HTTP {status}", method=method, status_code=status)
-        try:
-            data = json.loads(response.content)
-        except ValueError:
-            raise InvalidResponse(f"{method}: the answer is not JSON", method=method) from None
-        if not isinstance(data, dict) or data.get("jsonrpc") != "2.0":
-            raise InvalidResponse(f"{method}: not a JSON-RPC 2.0 response", method=method)
-        if data.get("id") != request_id:
-            raise InvalidResponse(
-                f"{method}: response id does not match the request", method=method
-            )
-        if ("result" in data) == ("error" in data):
-            raise InvalidResponse(f"{method}: needs exactly one of result and error", method=method)
-        if "error" in data:
-            error = data["error"]
-            if not isinstance(error, dict) or not isinstance(error.get("code"), int):
-                raise InvalidResponse(f"{method}: malformed error object", method=method)
-            raise JSONRPCError(
-                method=method,
-                code=error["code"],
-                message=str(error.get("message", "")),
-                data=error.get("data"),
-            )
-        return data["result"]
-
-    # ------------------------------------------------------------------ calls.*
+    async def _invoke(self, method: str, params: list[Any], budget: float | None) -> Any:
+        return await self.call(
+            method, params, idempotent=method in IDEMPOTENT_METHODS, timeout=budget
+        )
 
     async def realtime(
         self,
@@ -246,51 +239,89 @@ class CallrClient:
         target: Target | str,
         options: RealtimeOptions | None = None,
         *,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a whole-call budget
     ) -> str:
-        """Start an outbound call driven by REALTIME10 app ``app``; returns the request hash."""
-        m = "calls.realtime"
-        opts = (options or RealtimeOptions()).model_dump()
-        result = await self.call(m, [app, _target(m, target), opts], timeout=timeout)
-        return _typed(m, result, str)
+        """``calls.realtime``: dial ``target`` under app ``app``; returns the request hash.
 
-    async def realtime_break(self, callid: int, *, timeout: float | None = None) -> bool:
-        """Stop the command running on a call; False when nothing was breakable."""
-        m = "calls.realtime_break"
-        return _typed(m, await self.call(m, [_callid(m, callid), {}], timeout=timeout), bool)
+        The callid is only learned from the first callback, which carries this hash.
+        """
+        method = "calls.realtime"
+        params = [
+            check_ident(method, "app", app),
+            check_target(method, target),
+            check_options(method, options, RealtimeOptions),
+        ]
+        result = await self._invoke(method, params, timeout)
+        return typed_result(method, result, str)
 
-    async def hangup(self, callid: int, *, timeout: float | None = None) -> bool:
-        """Hang up a call; a retried hang-up that finds the call gone counts as done."""
-        m = "calls.hangup"
-        result, attempts = await self._call(m, [_callid(m, callid), {}], None, timeout)
-        return True if attempts and result is False else _typed(m, result, bool)
+    async def realtime_break(self, callid: int, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """``calls.realtime_break``: interrupt the call's running command.
+
+        Not idempotent: a repeat could break the *next* command as well.
+        """
+        method = "calls.realtime_break"
+        params = [check_callid(method, callid), {}]
+        result = await self._invoke(method, params, timeout)
+        return typed_result(method, result, bool)
+
+    async def hangup(self, callid: int, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        """``calls.hangup``; ``True`` once the call is down.
+
+        A ``false`` after an attempt that may have reached the server means that
+        attempt hung up the call, so it counts as success.
+        """
+        method = "calls.hangup"
+        params = [check_callid(method, callid), {}]
+        result, reached = await self._exchange(
+            method, params, idempotent=method in IDEMPOTENT_METHODS, timeout=timeout
+        )
+        return typed_result(method, result, bool) or reached
 
     async def broadcast(
         self,
         target: Target | str,
         messages: Sequence[Media],
         options: BroadcastOptions | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - a whole-call budget
     ) -> str:
-        """Call ``target`` and play ``messages`` (calls.broadcast_1); returns the request id."""
-        m = "calls.broadcast_1"
-        if isinstance(messages, str) or not messages:
-            raise CommandError(m, "messages", "a non-empty list of media", messages)
-        media = [check_media(m, "messages", item) for item in messages]
-        opts = (options or BroadcastOptions()).model_dump()
-        return _typed(m, await self.call(m, [_target(m, target), media, opts]), str)
+        """``calls.broadcast_1``: call ``target`` and play ``messages``; returns the request id."""
+        method = "calls.broadcast_1"
+        if isinstance(messages, str | bytes) or not isinstance(messages, Sequence) or not messages:
+            raise CommandError(method, "messages", "a non-empty list of media", messages)
+        media = [check_media(method, f"messages[{i}]", m) for i, m in enumerate(messages)]
+        params = [
+            check_target(method, target),
+            media,
+            check_options(method, options, BroadcastOptions),
+        ]
+        result = await self._invoke(method, params, timeout)
+        return typed_result(method, result, str)
 
-    async def get_status(self, request_id: str) -> str:
-        m = "calls.get_status_1"
-        return _typed(m, await self.call(m, [request_id]), str)
-
-    # ------------------------------------------------------------------ apps.*, system.*
+    async def get_status(self, request_id: str, *, timeout: float | None = None) -> str:  # noqa: ASYNC109
+        """``calls.get_status_1``: the status of a broadcast (vocabulary not published)."""
+        method = "calls.get_status_1"
+        params = [check_ident(method, "request_id", request_id)]
+        result = await self._invoke(method, params, timeout)
+        return typed_result(method, result, str)
 
     async def create_app(
-        self, name: str, url: str | None, *, login: str = "", password: str = ""
+        self,
+        name: str,
+        url: str | None,
+        *,
+        login: str = "",
+        password: str = "",
+        timeout: float | None = None,  # noqa: ASYNC109 - a whole-call budget
     ) -> AppInfo:
-        """Create a REALTIME10 app calling ``url`` (with Basic auth when login is set)."""
-        params = None if url is None else _app_params(url, login, password)
-        return _app(await self.call("apps.create", ["REALTIME10", name, params]))
+        """``apps.create`` of a REALTIME10 app; ``url=None`` creates it without params."""
+        method = "apps.create"
+        params: dict[str, str] | None = None
+        if url is not None or login or password:
+            params = app_params(method, url=url, login=login, password=password)
+        args = [REALTIME10, check_name(method, name), params]
+        result = await self._invoke(method, args, timeout)
+        return parse_app(method, result)
 
     async def edit_app(
         self,
@@ -300,113 +331,30 @@ class CallrClient:
         url: str | None = None,
         login: str | None = None,
         password: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a whole-call budget
     ) -> AppInfo:
-        params = None if url is None else _app_params(url, login or "", password or "")
-        return _app(await self.call("apps.edit", [app_hash, name, params]))
+        """``apps.edit``: change only what is given (``None`` = unchanged, sent as null)."""
+        method = "apps.edit"
+        params: dict[str, str] | None = None
+        if url is not None or login is not None or password is not None:
+            params = app_params(method, url=url, login=login, password=password)
+        args = [
+            check_ident(method, "app", app_hash),
+            None if name is None else check_name(method, name),
+            params,
+        ]
+        result = await self._invoke(method, args, timeout)
+        return parse_app(method, result)
 
-    async def list_apps(self) -> list[AppInfo]:
-        """The account's REALTIME10 apps."""
-        result = await self.call("apps.get_list", [True])
-        if not isinstance(result, list):
-            raise InvalidResponse("apps.get_list: expected a list", method="apps.get_list")
-        apps = [_app(item) for item in result]
-        return [a for a in apps if a.app_type in ("REALTIME10", "")]
+    async def list_apps(self, *, timeout: float | None = None) -> list[AppInfo]:  # noqa: ASYNC109
+        """``apps.get_list``: the account's REALTIME10 apps (other app types are skipped)."""
+        method = "apps.get_list"
+        result = await self.call(method, [True], idempotent=True, timeout=timeout)
+        apps = [parse_app(method, item) for item in typed_result(method, result, list)]
+        return [app for app in apps if app.is_realtime]
 
-    async def get_timestamp(self) -> int:
-        """The API's clock: a cheap way to check the credentials."""
-        m = "system.get_timestamp"
-        result = await self.call(m, [])
-        if isinstance(result, bool) or not isinstance(result, int):
-            raise InvalidResponse(f"{m}: expected an integer", method=m)
-        return result
-
-
-def _app_params(url: str, login: str, password: str) -> dict[str, str]:
-    return {"url": url, "login": login, "password": password, "data_format": "JSON"}
-
-
-def _app(result: Any) -> AppInfo:
-    try:
-        return AppInfo.model_validate(result)
-    except ValidationError:
-        raise InvalidResponse("apps: the answer is not an App object", method="apps") from None
-
-
-def _typed(method: str, result: Any, kind: type[T]) -> T:
-    if not isinstance(result, kind) or (kind is not bool and isinstance(result, bool)):
-        raise InvalidResponse(f"{method}: expected a {kind.__name__} result", method=method)
-    return result
-
-
-def _brief(exc: BaseException) -> str:
-    return type(exc).__name__ + (f": {str(exc)[:120]}" if str(exc) else "")
-
-
-class SyncCallrClient:
-    """Blocking facade for scripts: each method runs the async client's on a private loop."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self._runner = asyncio.Runner()
-        self._client = self._runner.run(_build(kwargs))
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> SyncCallrClient:
-        self = cls.__new__(cls)
-        self._runner = asyncio.Runner()
-        self._client = self._runner.run(_build(overrides, env=True))
-        return self
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._runner.run(coro)
-
-    def call(self, method: str, params: list[Any], **kw: Any) -> Any:
-        return self._run(self._client.call(method, params, **kw))
-
-    def realtime(
-        self, app: str, target: Target | str, options: RealtimeOptions | None = None
-    ) -> str:
-        return self._run(self._client.realtime(app, target, options))
-
-    def realtime_break(self, callid: int) -> bool:
-        return self._run(self._client.realtime_break(callid))
-
-    def hangup(self, callid: int) -> bool:
-        return self._run(self._client.hangup(callid))
-
-    def broadcast(
-        self,
-        target: Target | str,
-        messages: Sequence[Media],
-        options: BroadcastOptions | None = None,
-    ) -> str:
-        return self._run(self._client.broadcast(target, messages, options))
-
-    def get_status(self, request_id: str) -> str:
-        return self._run(self._client.get_status(request_id))
-
-    def create_app(self, name: str, url: str | None, **kw: str) -> AppInfo:
-        return self._run(self._client.create_app(name, url, **kw))
-
-    def edit_app(self, app_hash: str, **kw: str | None) -> AppInfo:
-        return self._run(self._client.edit_app(app_hash, **kw))
-
-    def list_apps(self) -> list[AppInfo]:
-        return self._run(self._client.list_apps())
-
-    def get_timestamp(self) -> int:
-        return self._run(self._client.get_timestamp())
-
-    def close(self) -> None:
-        self._run(self._client.aclose())
-        self._runner.close()
-
-    def __enter__(self) -> SyncCallrClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-async def _build(kwargs: dict[str, Any], *, env: bool = False) -> CallrClient:
-    """Create the client inside the runner's loop, which its connections belong to."""
-    return CallrClient.from_env(**kwargs) if env else CallrClient(**kwargs)
+    async def get_timestamp(self, *, timeout: float | None = None) -> int:  # noqa: ASYNC109
+        """``system.get_timestamp``: a harmless call that proves the credentials work."""
+        method = "system.get_timestamp"
+        result = await self.call(method, [], idempotent=True, timeout=timeout)
+        return typed_result(method, result, int)

@@ -107,7 +107,7 @@ class BroadcastOptions(_CallOptions):
 
     def __init__(self, *, cdr_field: str = "", cli: str = "BLOCKED", loop: int = 1) -> None:
         with _as_command_error("calls.broadcast_1", "options"):
-            super().__init__(cdr_field=cdr_field, cli=cli, loop=loop)
+            BaseModel.__init__(self, cdr_field=cdr_field, cli=cli, loop=loop)
 
 
 class RealtimeAppParams(BaseModel):
