@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .errors import AuthenticationError, OutcomeUnknown, RtcontrolError, TransportError
 
@@ -44,7 +45,7 @@ ApiKey = Annotated[
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {escape(message)}")
     return typer.Exit(code)
 
 
@@ -288,3 +289,7 @@ def demo(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # python -m rtcontrol.cli
+    main()
