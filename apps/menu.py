@@ -3,6 +3,8 @@
 Serve it: ``uvicorn apps.menu:app`` (settings from ``RTCONTROL_*`` variables).
 """
 
+from typing import Any
+
 from rtcontrol import App, Call, Command, Flow, dialout, hangup, play, read, tts
 
 AGENTS = {"1": "+33100000001", "2": "+33100000002"}
@@ -31,7 +33,7 @@ class Menu(Flow):
         return hangup()
 
 
-def build(**settings: object) -> App:
+def build(**settings: Any) -> App:
     app = App(**settings)
     app.add_flow(Menu, inbound=True, outbound=True)
     return app

@@ -61,7 +61,9 @@ class LocalServer:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are
+        # TCP, and without it every small reply waits ~40 ms for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
@@ -75,7 +77,7 @@ class LocalServer:
         )
         server = uvicorn.Server(config) if self._signals else _EmbeddedServer(config)
         self._server = server
-        self._task = asyncio.create_task(server.serve(sockets=[sock]))
+        self._task = asyncio.create_task(_serve(server, sock))
         while not server.started:
             if self._task.done():
                 sock.close()
@@ -104,6 +106,15 @@ class LocalServer:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+
+async def _serve(server: uvicorn.Server, sock: socket.socket) -> None:
+    """uvicorn exits the process when an app's start-up fails; here that is an error."""
+    try:
+        await server.serve(sockets=[sock])
+    except SystemExit as exc:
+        sock.close()
+        raise RuntimeError(f"the app failed to start (uvicorn exit code {exc.code})") from None
 
 
 async def serve(

@@ -20,6 +20,7 @@ the ``callr_platform`` fixture, a factory of these.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -113,6 +114,8 @@ class EmulatedPlatform:
         self._client = client
         app.client = client
         self.app_hash = emu.create_app(app_url, login=login, password=password).hash
+        if not app.settings.app_hash:  # so start_call works without passing app_hash
+            app.settings = app.settings.model_copy(update={"app_hash": self.app_hash})
         return self
 
     async def __aexit__(
@@ -123,8 +126,8 @@ class EmulatedPlatform:
     ) -> None:
         if self._emulator is not None:
             await self._emulator.aclose()
-        for server in reversed(self._servers):
-            await server.stop()  # lifespan shutdown closes the app's client and store
+        # Lifespan shutdown closes the app's client and store.
+        await asyncio.gather(*(server.stop() for server in self._servers))
         self._servers.clear()
         if self.over == "asgi":
             await self.app.shutdown(timeout=5.0)
