@@ -28,13 +28,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import secrets
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, StringConstraints
 
 from rtcontrol import (
@@ -51,6 +48,7 @@ from rtcontrol import (
     play,
     tts,
 )
+from rtcontrol.web import require_callback_auth
 
 #: Seconds A's phone, then B's, may ring.
 A_RING, B_RING = 30, 30
@@ -131,10 +129,6 @@ class ClickRequest(BaseModel):
     b: E164
 
 
-_basic = HTTPBasic(auto_error=False)
-Credentials = Annotated[HTTPBasicCredentials | None, Depends(_basic)]
-
-
 class ClickToCallApp(App):
     """The App, plus the web side: :meth:`connect` and ``POST /click-to-call``."""
 
@@ -151,7 +145,7 @@ class ClickToCallApp(App):
 
     def asgi(self, path: str = "/callback") -> FastAPI:
         api = super().asgi(path)  # refuses to build without callback credentials
-        auth = [Depends(_require_credentials(self))]
+        auth = [Depends(require_callback_auth(self))]
 
         @api.post("/click-to-call", status_code=202, dependencies=auth, summary="Call A, then B")
         async def click_to_call(body: ClickRequest) -> dict[str, str]:
@@ -164,23 +158,6 @@ class ClickToCallApp(App):
             return {"request_hash": request_hash}
 
         return api
-
-
-def _require_credentials(app: App) -> Callable[[HTTPBasicCredentials | None], Awaitable[None]]:
-    """A dependency: the callback's HTTP Basic credentials protect this route too."""
-    login = (app.settings.callback_login or "").encode()
-    password = (app.settings.callback_password or "").encode()
-
-    async def check(credentials: Credentials) -> None:
-        if not login and not password:  # RTCONTROL_ALLOW_NO_AUTH: nothing to check
-            return
-        given = credentials or HTTPBasicCredentials(username="", password="")
-        login_ok = secrets.compare_digest(given.username.encode(), login)
-        password_ok = secrets.compare_digest(given.password.encode(), password)
-        if not (login_ok & password_ok):
-            raise HTTPException(401, "authentication required", {"WWW-Authenticate": "Basic"})
-
-    return check
 
 
 def build(**settings: Any) -> ClickToCallApp:

@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import time
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
-from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import ValidationError
 
 from rtcontrol import (
@@ -50,6 +48,7 @@ from rtcontrol import (
     tts,
 )
 from rtcontrol.media import Media
+from rtcontrol.web import require_callback_auth
 
 #: The store key of the line: {"waiting": [{"callid", "caller", "since"}...], "agents": [...]}
 LINE = "apps.queue:line"
@@ -125,10 +124,6 @@ def connect(agent: str) -> Command:
     return dialout(target, whisper=whisper).then(Queue.after_agent)
 
 
-_basic = HTTPBasic(auto_error=False)
-Credentials = Annotated[HTTPBasicCredentials | None, Depends(_basic)]
-
-
 class QueueApp(App):
     """The App, plus the agents' side: :meth:`agent_free` and ``POST /agents/{number}/free``."""
 
@@ -168,7 +163,7 @@ class QueueApp(App):
 
     def asgi(self, path: str = "/callback") -> FastAPI:
         api = super().asgi(path)  # refuses to build without callback credentials
-        auth = [Depends(_require_credentials(self))]
+        auth = [Depends(require_callback_auth(self))]
 
         @api.post("/agents/{number}/free", dependencies=auth, summary="An agent is free")
         async def agent_free(number: str) -> dict[str, Any]:
@@ -179,23 +174,6 @@ class QueueApp(App):
             return {"agent": number, "caller": callid}
 
         return api
-
-
-def _require_credentials(app: App) -> Callable[[HTTPBasicCredentials | None], Awaitable[None]]:
-    """A dependency: the callback's HTTP Basic credentials protect this route too."""
-    login = (app.settings.callback_login or "").encode()
-    password = (app.settings.callback_password or "").encode()
-
-    async def check(credentials: Credentials) -> None:
-        if not login and not password:  # RTCONTROL_ALLOW_NO_AUTH: nothing to check
-            return
-        given = credentials or HTTPBasicCredentials(username="", password="")
-        login_ok = secrets.compare_digest(given.username.encode(), login)
-        password_ok = secrets.compare_digest(given.password.encode(), password)
-        if not (login_ok & password_ok):
-            raise HTTPException(401, "authentication required", {"WWW-Authenticate": "Basic"})
-
-    return check
 
 
 def build(**settings: Any) -> QueueApp:

@@ -28,11 +28,11 @@ import binascii
 import copy
 import functools
 import hmac
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
@@ -44,7 +44,7 @@ from .protocol import CALLID_MAX, RTRequest, RTResponse
 if TYPE_CHECKING:
     from .app import App
 
-__all__ = ["callback_router", "create_asgi"]
+__all__ = ["callback_router", "create_asgi", "require_callback_auth"]
 
 _JSON_TYPES = frozenset({"application/json", "text/json"})
 _UTF8 = frozenset({"utf-8", "utf8"})
@@ -113,6 +113,21 @@ def _auth_for(app: App) -> _BasicAuth | None:
         "RTCONTROL_CALLBACK_PASSWORD (the login/password of the REALTIME10 app), "
         "or opt out explicitly with RTCONTROL_ALLOW_NO_AUTH=1"
     )
+
+
+def require_callback_auth(app: App) -> Callable[[Request], Awaitable[None]]:
+    """A FastAPI dependency that protects your own routes with the callback's credentials.
+
+    ``@api.post("/agents/free", dependencies=[Depends(require_callback_auth(app))])``
+    """
+    auth = _auth_for(app)
+    challenge = {"WWW-Authenticate": 'Basic realm="rtcontrol", charset="UTF-8"'}
+
+    async def check(request: Request) -> None:
+        if auth is not None and not auth(request.headers.get("authorization")):
+            raise HTTPException(401, "authentication required", headers=challenge)
+
+    return check
 
 
 def _is_json(content_type: str | None) -> bool:
