@@ -22,10 +22,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic_core import to_json
 
@@ -40,6 +40,9 @@ from .records import CallRecord, StepRef
 
 if TYPE_CHECKING:
     from .app import App
+    from .store import Store
+
+T = TypeVar("T")
 
 __all__ = ["Dispatcher", "command_from_json", "command_to_json"]
 
@@ -139,9 +142,10 @@ class Dispatcher:
                 # The reply to a hang-up is ignored: wait out a holder (a slow callback,
                 # an interrupt's break) rather than lose on_hangup.
                 remaining = max(remaining, s.handler_budget + s.break_timeout + 1.0)
-            token, raw = await asyncio.wait_for(
+            token, raw = await _bounded(
+                self.store,
                 self.store.acquire_and_get(lkey, ckey, lease=lease, wait=remaining),
-                timeout=remaining,
+                remaining,
             )
         except (StoreError, TimeoutError, OSError) as exc:
             return self._replay_hold(req, replays, exc)
@@ -164,11 +168,12 @@ class Dispatcher:
             await self._release_quietly(lkey, token)
             return reply, outcome, step
         try:
-            await asyncio.wait_for(
+            await _bounded(
+                self.store,
                 self.store.set_and_release(
                     ckey, record.to_json(), ttl=ttl, lock_key=lkey, token=token
                 ),
-                timeout=max(deadline + 0.5 - _now(), 0.2),
+                max(deadline + 0.5 - _now(), 0.2),
             )
         except (StoreError, TimeoutError, OSError) as exc:
             # The handler already ran: send its reply; the echoed command_id keeps the
@@ -347,15 +352,7 @@ class Dispatcher:
             interrupted=interrupted,
         )
         task: asyncio.Task[Any] = asyncio.ensure_future(handler(call))
-        remaining = deadline - _now()
-        try:
-            if remaining <= 0:
-                raise TimeoutError
-            result = await asyncio.wait_for(asyncio.shield(task), timeout=remaining)
-        except TimeoutError:
-            if task.done() and not task.cancelled() and task.exception() is not None:
-                # The handler raised TimeoutError itself (its own wait_for...): an error.
-                return self._handler_failed(req, flow, step), "fallback"
+        if not await _finished_by(task, deadline):
             token = secrets.token_hex(6)
             record.hold = {
                 "token": token,
@@ -364,7 +361,9 @@ class Dispatcher:
             }
             self._spawn_background(req.callid, task, call, token)
             return None, "hold"
-        except Exception:
+        try:
+            result = task.result()
+        except Exception:  # TimeoutError included: a handler's own timeout is its error
             return self._handler_failed(req, flow, step), "fallback"
         checked = self._check_result(req, flow, step, result)
         if checked is None:
@@ -420,7 +419,7 @@ class Dispatcher:
         step: str,
         outcome: str,
     ) -> tuple[bytes, str, str, CallRecord]:
-        record.seq += 1
+        record.seq = _next_seq(record, req)
         target = command.step
         if command is self.app.fallback or (outcome == "fallback" and target is None):
             target = None if command.ends_call else (command.step or rec.BYE_STEP)
@@ -441,7 +440,7 @@ class Dispatcher:
         step: str = rec.HOLD_STEP,
     ) -> tuple[bytes, str, str, CallRecord]:
         hold = self.app.hold
-        record.seq += 1
+        record.seq = _next_seq(record, req)
         command_id = rec.encode_command_id(record.seq, record.flow, rec.HOLD_STEP)
         body = encode_reply(hold, command_id, variables)
         record.current = command_id
@@ -536,6 +535,8 @@ class Dispatcher:
         def _forget(t: asyncio.Task[None]) -> None:
             if self._background.get(callid) is t:
                 del self._background[callid]
+            if t.cancelled():  # even if it was cancelled before it ever ran
+                task.cancel()
 
         runner.add_done_callback(_forget)
 
@@ -615,6 +616,51 @@ def _unwrap_replay(req: RTRequest) -> tuple[RTRequest, int]:
         "command_error": str(error),
     }
     return req.model_copy(update=update), n
+
+
+async def _finished_by(task: asyncio.Task[Any], deadline: float) -> bool:
+    """Wait for ``task`` until ``deadline`` without cancelling it; True if it finished.
+
+    One future and one timer: cheaper than ``wait_for(shield(task))`` on every callback.
+    """
+    if task.done():
+        return True
+    loop = asyncio.get_running_loop()
+    remaining = deadline - loop.time()
+    if remaining <= 0:
+        return False
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    task.add_done_callback(wake)
+    timer = loop.call_later(remaining, wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        task.remove_done_callback(wake)
+    return task.done()
+
+
+async def _bounded(store: Store, operation: Awaitable[T], limit: float) -> T:
+    """Stores that bound their own operations (``bounded``) skip the extra timer."""
+    if store.bounded:
+        return await operation
+    return await asyncio.wait_for(operation, timeout=limit)
+
+
+def _next_seq(record: CallRecord, req: RTRequest) -> int:
+    """Sequence number of the next command: past the stored one and the echoed one.
+
+    The echoed id is ahead of the record when the store lost the last write (Redis
+    died between a callback's lock and its save). Reusing that id would make every
+    following callback look like a duplicate of the last one, answered forever.
+    """
+    ref = rec.parse_command_id(req.command_id)
+    return max(record.seq, ref.seq if ref is not None else 0) + 1
 
 
 def _seq_of(ref: StepRef | None) -> int:

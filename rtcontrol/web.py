@@ -1,9 +1,9 @@
-"""The FastAPI adapter: HTTP in, ``RTRequest`` to the core, reply bytes out.
+"""The FastAPI adapter: the callback route, ``/healthz``, ``/metrics``, OpenAPI, lifespan.
 
-Nothing here knows about flows or stores. The callback route checks HTTP Basic
-credentials in constant time, bounds the body, parses it into an
-:class:`~rtcontrol.protocol.RTRequest` and hands it to ``App.handle``. Every
-refusal is a short JSON error that never echoes the input; nothing answers 500.
+Nothing here knows about flows or stores. The callback itself is served by
+:class:`~rtcontrol.endpoint.CallbackEndpoint` (bare ASGI, for speed); this module
+mounts it, documents it, and adds the operational routes. Every refusal is a
+short JSON error that never echoes the input; nothing answers 500.
 
 Input policy of the callback route, in the order it is checked:
 
@@ -23,22 +23,18 @@ Input policy of the callback route, in the order it is checked:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import copy
 import functools
-import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
-from starlette.requests import ClientDisconnect
 
+from .endpoint import CHALLENGE, CallbackEndpoint, auth_for
 from .errors import ConfigurationError, StoreError
-from .logs import app_log, handler_log
 from .protocol import CALLID_MAX, RTRequest, RTResponse
 
 if TYPE_CHECKING:
@@ -46,73 +42,10 @@ if TYPE_CHECKING:
 
 __all__ = ["callback_router", "create_asgi", "require_callback_auth"]
 
-_JSON_TYPES = frozenset({"application/json", "text/json"})
-_UTF8 = frozenset({"utf-8", "utf8"})
-_FIELDS = frozenset(RTRequest.model_fields)
 #: Seconds /healthz waits for the store before answering 503.
 HEALTH_TIMEOUT = 2.0
 #: Name of the security scheme in the standalone app's OpenAPI document.
 SECURITY_SCHEME = "callbackBasic"
-
-
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-class _BasicAuth:
-    """Constant-time HTTP Basic check; the scheme name is case-insensitive (RFC 7617).
-
-    Both fields are compared with :func:`hmac.compare_digest` on bytes, and the
-    results are combined without short-circuiting, so the time taken does not
-    depend on which field (or which prefix of it) is wrong.
-    """
-
-    def __init__(self, login: str, password: str) -> None:
-        self._login = login.encode()
-        self._password = password.encode()
-
-    def __call__(self, header: str | None) -> bool:
-        if not header:
-            return False
-        scheme, _, param = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            given = base64.b64decode(param.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            return False
-        login, colon, password = given.partition(b":")
-        login_ok = hmac.compare_digest(login, self._login)
-        password_ok = hmac.compare_digest(password, self._password)
-        return bool(colon) & login_ok & password_ok
-
-
-def _auth_for(app: App) -> _BasicAuth | None:
-    s = app.settings
-    login, password = s.callback_login or "", s.callback_password or ""
-    if login and password:
-        if ":" in login:
-            raise ConfigurationError(
-                "RTCONTROL_CALLBACK_LOGIN must not contain ':' (HTTP Basic cannot carry it)"
-            )
-        return _BasicAuth(login, password)
-    if login or password:  # half-configured: the developer meant to protect the route
-        missing = "RTCONTROL_CALLBACK_PASSWORD" if login else "RTCONTROL_CALLBACK_LOGIN"
-        raise ConfigurationError(
-            f"{missing} is empty while its pair is set: set both RTCONTROL_CALLBACK_LOGIN "
-            "and RTCONTROL_CALLBACK_PASSWORD (the login/password of the REALTIME10 app)"
-        )
-    if s.allow_no_auth:
-        app_log.warning(
-            "the callback route accepts requests WITHOUT authentication "
-            "(RTCONTROL_ALLOW_NO_AUTH): anyone who finds the URL can drive your calls"
-        )
-        return None
-    raise ConfigurationError(
-        "the callback route needs credentials: set RTCONTROL_CALLBACK_LOGIN and "
-        "RTCONTROL_CALLBACK_PASSWORD (the login/password of the REALTIME10 app), "
-        "or opt out explicitly with RTCONTROL_ALLOW_NO_AUTH=1"
-    )
 
 
 def require_callback_auth(app: App) -> Callable[[Request], Awaitable[None]]:
@@ -120,54 +53,29 @@ def require_callback_auth(app: App) -> Callable[[Request], Awaitable[None]]:
 
     ``@api.post("/agents/free", dependencies=[Depends(require_callback_auth(app))])``
     """
-    auth = _auth_for(app)
-    challenge = {"WWW-Authenticate": 'Basic realm="rtcontrol", charset="UTF-8"'}
+    auth = auth_for(app)
 
     async def check(request: Request) -> None:
         if auth is not None and not auth(request.headers.get("authorization")):
-            raise HTTPException(401, "authentication required", headers=challenge)
+            raise HTTPException(401, "authentication required", {"WWW-Authenticate": CHALLENGE})
 
     return check
 
 
-def _is_json(content_type: str | None) -> bool:
-    """The content-type policy: JSON media types, UTF-8 only; missing means JSON."""
-    if content_type is None or not content_type.strip():
-        return True
-    media, *params = content_type.lower().split(";")
-    media = media.strip()
-    if media not in _JSON_TYPES and not media.endswith("+json"):
-        return False
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip() == "charset" and value.strip().strip('"') not in _UTF8:
-            return False
-    return True
+class _FastPath:
+    """ASGI middleware: ``POST <path>`` goes straight to the endpoint, skipping FastAPI's
+    routing and dependency machinery on the hot path; everything else passes through."""
 
+    def __init__(self, asgi: Any, path: str, endpoint: CallbackEndpoint) -> None:
+        self.asgi = asgi
+        self.path = path
+        self.endpoint = endpoint
 
-async def _read_body(request: Request, limit: int) -> bytes | Response:
-    """The body, or an error response: 413 as soon as it exceeds ``limit`` (chunked
-    bodies included, without reading further), 400 for a malformed Content-Length."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        digits = declared.strip()
-        if not digits or not (digits.isascii() and digits.isdigit()):
-            return _error(400, "invalid Content-Length")
-        digits = digits.lstrip("0") or "0"
-        # compare the length first: int() of a huge digit string is slow or refused
-        if len(digits) > len(str(limit)) or int(digits) > limit:
-            return _error(413, f"body larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return _error(413, f"body larger than {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:  # nobody will read the answer; do not log a traceback
-        return _error(400, "client disconnected")
-    return b"".join(chunks)
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path and scope["method"] == "POST":
+            await self.endpoint(scope, receive, send)
+        else:
+            await self.asgi(scope, receive, send)
 
 
 def _error_schema() -> dict[str, Any]:
@@ -268,29 +176,23 @@ def callback_router(app: App, path: str = "/callback") -> APIRouter:
 
     When you mount it yourself, call ``await app.shutdown()`` from your lifespan.
     """
-    auth = _auth_for(app)
-    limit = app.settings.max_body
-    challenge = {"WWW-Authenticate": 'Basic realm="rtcontrol", charset="UTF-8"'}
+    return _router(CallbackEndpoint(app), path)
+
+
+def _router(endpoint: CallbackEndpoint, path: str) -> APIRouter:
     router = APIRouter()
 
     async def callback(request: Request) -> Response:
-        if auth is not None and not auth(request.headers.get("authorization")):
-            return _error(401, "authentication required", challenge)
-        if not _is_json(request.headers.get("content-type")):
-            return _error(415, "content type must be application/json")
-        body = await _read_body(request, limit)
-        if not isinstance(body, bytes):
-            return body
-        try:
-            rt_request = RTRequest.model_validate_json(body)
-        except ValidationError as exc:
-            return _error(*_explain(exc))
-        try:
-            reply = await app.handle(rt_request)
-        except Exception:  # a bug of ours must not cost the caller: answer safely
-            handler_log.exception("callid=%s: internal error; fallback sent", rt_request.callid)
-            reply = app.dispatcher.fallback_reply(rt_request)
-        return Response(reply, media_type="application/json")
+        # The endpoint speaks ASGI; collect what it sends into one Response.
+        sent: list[MutableMapping[str, Any]] = []
+
+        async def collect(message: MutableMapping[str, Any]) -> None:
+            sent.append(message)
+
+        await endpoint(request.scope, request.receive, collect)
+        start, body = sent[0], sent[1].get("body", b"")
+        headers = {k.decode(): v.decode() for k, v in start["headers"] if k != b"content-length"}
+        return Response(body, status_code=start["status"], headers=headers)
 
     router.add_api_route(
         path,
@@ -301,23 +203,6 @@ def callback_router(app: App, path: str = "/callback") -> APIRouter:
         openapi_extra=_openapi_extra(),
     )
     return router
-
-
-def _explain(exc: ValidationError) -> tuple[int, str]:
-    """Short, input-free description of why a body was refused.
-
-    Only a top-level field name of ``RTRequest`` is ever named: never a key or a
-    value taken from the body.
-    """
-    errors = exc.errors(include_input=False, include_url=False, include_context=False)
-    first = errors[0] if errors else {"type": "", "loc": ()}
-    if first["type"] == "json_invalid":
-        return 400, "body is not valid JSON"
-    loc = first["loc"]
-    if not loc:
-        return 422, "body must be a JSON object"
-    where = loc[0] if loc[0] in _FIELDS else "body"
-    return 422, f"invalid field: {where}"
 
 
 def _patch_openapi(api: FastAPI, path: str) -> None:
@@ -347,7 +232,8 @@ def _patch_openapi(api: FastAPI, path: str) -> None:
 
 def create_asgi(app: App, path: str = "/callback") -> FastAPI:
     """A FastAPI app: the callback route, ``/healthz``, ``/metrics``, graceful shutdown."""
-    router = callback_router(app, path)
+    endpoint = CallbackEndpoint(app)  # checks the credentials once
+    router = _router(endpoint, path)
     if app.settings.workers > 1 and not app.store.shared:
         raise ConfigurationError(
             f"{app.settings.workers} workers cannot share the memory store: each would see "
@@ -367,7 +253,8 @@ def create_asgi(app: App, path: str = "/callback") -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    api.include_router(router)
+    api.include_router(router)  # documents the route in OpenAPI; _FastPath serves it
+    api.add_middleware(_FastPath, path=path, endpoint=endpoint)
 
     health = {"type": "object", "properties": {"status": {"type": "string"}}}
 

@@ -45,6 +45,9 @@ class Store(abc.ABC):
 
     #: True when every worker process sees the same data (Redis); False for memory.
     shared: bool = False
+    #: True when every operation bounds its own time (socket timeouts, lock waits), so
+    #: the engine need not wrap each call in a timer of its own.
+    bounded: bool = False
 
     @abc.abstractmethod
     async def get(self, key: str) -> JSON | None:

@@ -35,6 +35,7 @@ class MemoryStore(Store):
     """Dict-backed :class:`Store`. Not shared between processes: use Redis for that."""
 
     shared = False
+    bounded = True
 
     def __init__(
         self, *, sweep_interval: float = 30.0, clock: Callable[[], float] = time.monotonic

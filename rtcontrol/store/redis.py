@@ -91,6 +91,7 @@ class RedisStore(Store):
     """:class:`Store` on Redis (``redis.asyncio``), shared by all workers."""
 
     shared = True
+    bounded = True
 
     def __init__(
         self,

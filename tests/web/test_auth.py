@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from rtcontrol import App, ConfigurationError, hangup
+from rtcontrol import endpoint as rt_endpoint
 from rtcontrol import web as rt_web
 from rtcontrol.store import MemoryStore
 from rtcontrol.web import callback_router
@@ -167,7 +168,7 @@ async def test_check_uses_compare_digest_on_both_fields(
         seen.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(rt_web.hmac, "compare_digest", spy)
+    monkeypatch.setattr(rt_endpoint.hmac, "compare_digest", spy)
     cases = [
         (basic(LOGIN, PASSWORD), 200),
         (basic("x", PASSWORD), 401),  # login wrong: the password is still compared
