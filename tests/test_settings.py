@@ -29,7 +29,11 @@ def test_arguments_win_over_environment() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("RTCONTROL_HANDLER_BUDGET", "5.5"), ("RTCONTROL_MAX_BODY", "abc"), ("RTCONTROL_WORKERS", "0")],
+    [
+        ("RTCONTROL_HANDLER_BUDGET", "5.5"),
+        ("RTCONTROL_MAX_BODY", "abc"),
+        ("RTCONTROL_WORKERS", "0"),
+    ],
 )
 def test_invalid_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=name):

@@ -13,7 +13,6 @@ import pytest
 
 from rtcontrol import App, ConfigurationError, hangup
 from rtcontrol import endpoint as rt_endpoint
-from rtcontrol import web as rt_web
 from rtcontrol.store import MemoryStore
 from rtcontrol.web import callback_router
 
