@@ -1,0 +1,1 @@
+"""rtcontrol's benchmark harness (``make bench``); see ``bench/run.py`` and BENCHMARKS.md."""
