@@ -25,15 +25,12 @@ places the calls; the API client needs ``CALLR_API_KEY`` or ``CALLR_LOGIN`` and
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException
 from pydantic import BaseModel, StringConstraints
 
+from apps.sink import JsonLines
 from rtcontrol import (
     ApiError,
     App,
@@ -54,27 +51,10 @@ from rtcontrol.web import require_callback_auth
 A_RING, B_RING = 30, 30
 
 
-class Outcomes:
-    """How each click-to-call ended: in ``records``, and appended to ``path`` as JSON lines."""
+class Outcomes(JsonLines):
+    """How each click-to-call ended (``CLICK_TO_CALL_LOG``: a JSON-lines file)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path else None
-        self.records: list[dict[str, Any]] = []
-
-    @classmethod
-    def from_env(cls) -> Outcomes:
-        return cls(os.environ.get("CLICK_TO_CALL_LOG") or None)
-
-    async def add(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        if self.path is not None:
-            line = json.dumps(record, ensure_ascii=False) + "\n"
-            await asyncio.to_thread(_append, self.path, line)
-
-
-def _append(path: Path, line: str) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(line)
+    ENV = "CLICK_TO_CALL_LOG"
 
 
 class ClickToCall(Flow):

@@ -14,14 +14,11 @@ from ``RTCONTROL_*`` variables; the callback credentials are required).
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from apps.sink import JsonLines
 from rtcontrol import App, Call, Command, Flow, hangup, play, read, tts
 
 #: Wrong or missing answers to one question before the survey ends.
@@ -47,27 +44,10 @@ QUESTIONS = (
 )
 
 
-class Results:
-    """Finished surveys: kept in ``records``, and appended to ``path`` as JSON lines."""
+class Results(JsonLines):
+    """Finished surveys (``SURVEY_RESULTS``: a JSON-lines file)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path else None
-        self.records: list[dict[str, Any]] = []
-
-    @classmethod
-    def from_env(cls) -> Results:
-        return cls(os.environ.get("SURVEY_RESULTS") or None)
-
-    async def add(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        if self.path is not None:
-            line = json.dumps(record, ensure_ascii=False) + "\n"
-            await asyncio.to_thread(_append, self.path, line)
-
-
-def _append(path: Path, line: str) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(line)
+    ENV = "SURVEY_RESULTS"
 
 
 class Survey(Flow):

@@ -19,14 +19,11 @@ settings from ``RTCONTROL_*`` variables; the callback credentials are required).
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from apps.sink import JsonLines
 from rtcontrol import App, Call, Command, Flow, hangup, play, play_record, read, record, tts
 
 #: Longest message, and the silence (seconds) that ends one.
@@ -36,27 +33,14 @@ MAX_TRIES = 3
 MENU = "To keep your message, press 1. To record it again, press 2. To cancel, press 3."
 
 
-class Mailbox:
-    """Kept messages: in ``messages``, and appended to ``path`` as JSON lines."""
+class Mailbox(JsonLines):
+    """Kept messages (``VOICEMAIL_MESSAGES``: a JSON-lines file)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path else None
-        self.messages: list[dict[str, Any]] = []
+    ENV = "VOICEMAIL_MESSAGES"
 
-    @classmethod
-    def from_env(cls) -> Mailbox:
-        return cls(os.environ.get("VOICEMAIL_MESSAGES") or None)
-
-    async def add(self, message: dict[str, Any]) -> None:
-        self.messages.append(message)
-        if self.path is not None:
-            line = json.dumps(message, ensure_ascii=False) + "\n"
-            await asyncio.to_thread(_append, self.path, line)
-
-
-def _append(path: Path, line: str) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(line)
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return self.records
 
 
 class Voicemail(Flow):

@@ -138,13 +138,16 @@ class Dispatcher:
         lease = s.handler_budget + 5.0
         try:
             remaining = max(deadline - _now(), 0.001)
+            # A lock left by a crashed worker lasts its whole lease: hold the caller
+            # (and replay) after lock_wait rather than spend the budget waiting.
+            wait = min(remaining, s.lock_wait)
             if isinstance(req.call_status, CallStatus) and req.call_status.ended:
                 # The reply to a hang-up is ignored: wait out a holder (a slow callback,
                 # an interrupt's break) rather than lose on_hangup.
-                remaining = max(remaining, s.handler_budget + s.break_timeout + 1.0)
+                remaining = wait = max(remaining, s.handler_budget + s.break_timeout + 1.0)
             token, raw = await _bounded(
                 self.store,
-                self.store.acquire_and_get(lkey, ckey, lease=lease, wait=remaining),
+                self.store.acquire_and_get(lkey, ckey, lease=lease, wait=wait),
                 remaining,
             )
         except (StoreError, TimeoutError, OSError) as exc:

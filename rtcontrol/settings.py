@@ -38,6 +38,10 @@ class Settings(BaseModel):
     #: RTCONTROL_HANDLER_BUDGET: seconds a handler may take before the caller is put on
     #: hold; the platform allows 5 s per reply, minus network time.
     handler_budget: float = Field(default=4.0, gt=0, le=4.9)
+    #: RTCONTROL_LOCK_WAIT: seconds a callback waits for its call's lock (held by a
+    #: duplicate, an interrupt, or a crashed worker until its lease ends) before the
+    #: caller is put on a short hold and the callback is replayed.
+    lock_wait: float = Field(default=1.5, gt=0)
     #: RTCONTROL_BACKGROUND_TIMEOUT: seconds a slow handler may keep running behind a
     #: hold before the call gets the fallback command.
     background_timeout: float = Field(default=60.0, gt=0)

@@ -35,6 +35,7 @@ from pydantic import ValidationError
 
 from .endpoint import CHALLENGE, CallbackEndpoint, auth_for
 from .errors import ConfigurationError, StoreError
+from .logs import app_log
 from .protocol import CALLID_MAX, RTRequest, RTResponse
 
 if TYPE_CHECKING:
@@ -242,7 +243,13 @@ def create_asgi(app: App, path: str = "/callback") -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await app.store.ping()  # Redis down at start-up: fail now, not on the first call
+        try:  # Redis down at start-up: fail now, not on the first call
+            await app.store.ping()
+        except StoreError as exc:
+            app_log.error(
+                "cannot start: the store is unreachable (%s); check RTCONTROL_STORE_URL", exc
+            )
+            raise
         yield
         await app.shutdown()
 
