@@ -108,7 +108,8 @@ async def run_demo(
             console.print(
                 "Still serving. From a second terminal, place another call: "
                 f"[bold].venv/bin/rtcontrol call +33600000002 --app {app_hash} "
-                f"--api-url {api_url} --api-key {DEFAULT_API_KEY}[/]  (Ctrl-C to stop)"
+                f"--api-url {api_url} --api-key {DEFAULT_API_KEY}[/]  (Ctrl-C to stop)",
+                soft_wrap=True,  # one line, so it can be copied as is
             )
             await _print_new_calls(emu, console, seen=len(emu.transcripts))
     finally:

@@ -73,6 +73,8 @@ def describe_request(body: dict[str, Any]) -> str:
 def describe_reply(body: Any) -> str:
     if not isinstance(body, dict):
         return _short(body)
+    if not body:
+        return "{}"
     text = f"{body.get('command')}#{_short(body.get('command_id'))}"
     if body.get("params"):
         text += f" {_short(body.get('params'))}"
