@@ -63,20 +63,25 @@ def require_callback_auth(app: App) -> Callable[[Request], Awaitable[None]]:
     return check
 
 
-class _FastPath:
-    """ASGI middleware: ``POST <path>`` goes straight to the endpoint, skipping FastAPI's
-    routing and dependency machinery on the hot path; everything else passes through."""
+class RtcontrolAPI(FastAPI):
+    """The FastAPI app of :func:`create_asgi`: ``POST <callback path>`` goes straight to the
+    bare-ASGI endpoint, before FastAPI's per-request work (telemetry checks, middleware,
+    routing, dependencies); every other route is plain FastAPI."""
 
-    def __init__(self, asgi: Any, path: str, endpoint: CallbackEndpoint) -> None:
-        self.asgi = asgi
-        self.path = path
-        self.endpoint = endpoint
+    callback_path: str = ""
+    callback_endpoint: CallbackEndpoint | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == self.path and scope["method"] == "POST":
-            await self.endpoint(scope, receive, send)
+        endpoint = self.callback_endpoint
+        if (
+            endpoint is not None
+            and scope["type"] == "http"
+            and scope["path"] == self.callback_path
+            and scope["method"] == "POST"
+        ):
+            await endpoint(scope, receive, send)
         else:
-            await self.asgi(scope, receive, send)
+            await super().__call__(scope, receive, send)
 
 
 def _error_schema() -> dict[str, Any]:
@@ -253,15 +258,15 @@ def create_asgi(app: App, path: str = "/callback") -> FastAPI:
         yield
         await app.shutdown()
 
-    api = FastAPI(
+    api = RtcontrolAPI(
         title="rtcontrol",
         summary="CALLR REALTIME10 call control",
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
     )
-    api.include_router(router)  # documents the route in OpenAPI; _FastPath serves it
-    api.add_middleware(_FastPath, path=path, endpoint=endpoint)
+    api.include_router(router)  # documents the route in OpenAPI and serves it when mounted
+    api.callback_path, api.callback_endpoint = path, endpoint
 
     health = {"type": "object", "properties": {"status": {"type": "string"}}}
 
