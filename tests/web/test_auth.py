@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
-import time
 from typing import Any
 
 import httpx
@@ -58,9 +57,7 @@ WRONG = {
 async def test_no_credentials_is_challenged(
     client: httpx.AsyncClient, counter: Counter, app: App
 ) -> None:
-    started = time.perf_counter()
     response = await post(client, rt_request(), auth=False)
-    elapsed = time.perf_counter() - started
     assert assert_refusal(response, 401) == "authentication required"
     challenge = response.headers["www-authenticate"]
     assert challenge.startswith("Basic ")
@@ -68,7 +65,6 @@ async def test_no_credentials_is_challenged(
     assert counter.total == 0
     assert isinstance(app.store, MemoryStore)
     assert len(app.store) == 0  # the store was not touched
-    assert elapsed < 0.5  # A1 asks < 5 ms; generous here, the suite runs on shared CI
 
 
 @pytest.mark.parametrize("header", WRONG.values(), ids=WRONG.keys())
