@@ -28,6 +28,7 @@ from redis_server import RedisServer, free_port
 
 from rtcontrol import App, Call, Command, Flow, hangup, wait
 from rtcontrol.emulator import Callee, Emulator, LocalServer, ScaledClock, Transcript
+from rtcontrol.testing import callback_body
 
 pytestmark = pytest.mark.slow
 
@@ -38,22 +39,7 @@ GRACEFUL = 25.0
 
 
 def first_callback(callid: int) -> dict[str, Any]:
-    return {
-        "app": "4346423A",
-        "callid": callid,
-        "request_hash": None,
-        "cli_name": "",
-        "cli_number": "+33612345678",
-        "date_started": "2026-11-28 10:00:00",
-        "number": "+33123456789",
-        "command": "",
-        "command_id": 0,
-        "command_result": "",
-        "command_error": "",
-        "call_status": "INCOMING_CALL",
-        "cdr_field": "",
-        "variables": {},
-    }
+    return callback_body(callid=callid)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from rtcontrol import App
 from rtcontrol.errors import StoreUnavailable
 from rtcontrol.store import MemoryStore
 from rtcontrol.store.base import JSON, LockToken
+from rtcontrol.testing import callback_body
 
 LOGIN = "rt-app-login"
 PASSWORD = "s3cret-Pa55word-never-logged"
@@ -195,22 +196,20 @@ def request_body(
     cdr_field: str = "",
 ) -> dict[str, Any]:
     """All 14 fields of an RT.Request, as the platform sends them."""
-    return {
-        "app": app,
-        "callid": callid,
-        "request_hash": request_hash,
-        "cli_name": "",
-        "cli_number": cli_number,
-        "date_started": "2025-01-09 17:27:55",
-        "number": number,
-        "command": command,
-        "command_id": command_id,
-        "command_result": result,
-        "command_error": error,
-        "call_status": status,
-        "cdr_field": cdr_field,
-        "variables": variables if variables is not None else {},
-    }
+    return callback_body(
+        app=app,
+        callid=callid,
+        request_hash=request_hash,
+        cli_number=cli_number,
+        number=number,
+        command=command,
+        command_id=command_id,
+        command_result=result,
+        command_error=error,
+        call_status=status,
+        cdr_field=cdr_field,
+        variables=variables if variables is not None else {},
+    )
 
 
 class Line:

@@ -25,6 +25,7 @@ from rtcontrol import App, Call, Command, hangup, play, tts
 from rtcontrol.protocol import RTRequest
 from rtcontrol.settings import Settings
 from rtcontrol.store import MemoryStore
+from rtcontrol.testing import callback_body
 
 LOGIN = "callr-app"
 PASSWORD = "S3cret-Passw0rd"
@@ -59,24 +60,7 @@ AUTH = {"Authorization": basic(LOGIN, PASSWORD)}
 
 def rt_request(**fields: Any) -> dict[str, Any]:
     """A valid first RT.Request of an inbound call; ``fields`` override or add keys."""
-    body: dict[str, Any] = {
-        "app": "4346423A",
-        "callid": 421889,
-        "request_hash": None,
-        "cli_name": "",
-        "cli_number": "+33612345678",
-        "date_started": "2026-11-28 10:00:00",
-        "number": "+33123456789",
-        "command": "",
-        "command_id": 0,
-        "command_result": "",
-        "command_error": "",
-        "call_status": "INCOMING_CALL",
-        "cdr_field": "",
-        "variables": {},
-    }
-    body.update(fields)
-    return body
+    return callback_body(**fields)
 
 
 def encode(body: Any) -> bytes:
