@@ -35,9 +35,25 @@ class Settings(BaseModel):
     store_url: str = "memory://"
     #: RTCONTROL_APP_HASH: the REALTIME10 app used by ``start_call`` when none is given.
     app_hash: str | None = None
-    #: RTCONTROL_HANDLER_BUDGET: seconds a handler may take before the caller is put on
-    #: hold; the platform allows 5 s per reply, minus network time.
+    #: RTCONTROL_HANDLER_BUDGET: seconds from receiving a callback until its reply is
+    #: ready, store round trips included; past it the caller is put on hold. The
+    #: platform allows 5 s per reply, minus network time.
     handler_budget: float = Field(default=4.0, gt=0, le=4.9)
+    #: RTCONTROL_HANGUP_BUDGET: seconds ``on_hangup`` may run. It runs after the reply
+    #: to the HANGUP callback has been sent, so no caller waits for it.
+    hangup_budget: float = Field(default=30.0, gt=0)
+    #: RTCONTROL_LOCK_LEASE: seconds a per-call lock lives without being renewed. The
+    #: holder renews it while it works, so a crashed worker blocks its call this long.
+    lock_lease: float = Field(default=1.0, ge=0.2, le=30.0)
+    #: RTCONTROL_STORE_TIMEOUT: seconds one store round trip may take once connected
+    #: (also ``?timeout=`` in the store URL).
+    store_timeout: float = Field(default=1.0, gt=0)
+    #: RTCONTROL_STORE_CONNECT_TIMEOUT: seconds allowed to open a store connection,
+    #: counted apart from the round trip (also ``?connect_timeout=`` in the store URL).
+    store_connect_timeout: float = Field(default=2.0, gt=0)
+    #: RTCONTROL_BLOCKING_WARN: a handler that keeps the event loop busy this many
+    #: seconds without awaiting is logged as blocking (0 turns the check off).
+    blocking_warn: float = Field(default=0.2, ge=0)
     #: RTCONTROL_LOCK_WAIT: seconds a callback waits for its call's lock (held by a
     #: duplicate, an interrupt, or a crashed worker until its lease ends) before the
     #: caller is put on a short hold and the callback is replayed.
@@ -53,10 +69,11 @@ class Settings(BaseModel):
     max_body: int = Field(default=64 * 1024, ge=1024)
     #: RTCONTROL_BREAK_TIMEOUT: seconds allowed for one ``calls.realtime_break``.
     break_timeout: float = Field(default=2.0, gt=0)
-    #: RTCONTROL_OUTBOUND_BIND_WAIT: seconds the first callback of an outbound call waits
-    #: for ``start_call`` to record its flow (the platform may call back before
-    #: ``calls.realtime`` has returned the request hash to us).
-    outbound_bind_wait: float = Field(default=1.0, ge=0)
+    #: RTCONTROL_OUTBOUND_BIND_WAIT: seconds the first callback of an outbound call may
+    #: wait, across holds, for ``start_call`` to record its flow and data (the platform
+    #: may call back before ``calls.realtime`` has returned the request hash to us).
+    #: Only calls that can still be bound wait: a ``start_call`` is in flight.
+    outbound_bind_wait: float = Field(default=30.0, ge=0)
     #: RTCONTROL_MAX_REPLAYS: holds given in a row while the store is unreachable before
     #: the call gets the fallback command.
     max_replays: int = Field(default=10, ge=0)
