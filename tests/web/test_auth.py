@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from rtcontrol import App, ConfigurationError, hangup
-from rtcontrol import endpoint as rt_endpoint
+from rtcontrol.adapters import endpoint as rt_endpoint
 from rtcontrol.store import MemoryStore
 from rtcontrol.web import callback_router
 

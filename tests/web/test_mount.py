@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from rtcontrol import StoreUnavailable
-from rtcontrol import web as rt_web
+from rtcontrol.adapters import fastapi as rt_web
 from rtcontrol.store import MemoryStore
 from rtcontrol.web import callback_router
 
