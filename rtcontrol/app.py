@@ -1,23 +1,25 @@
-"""``App``: handlers and flows, routing, outbound calls and interrupts.
+"""``App``: the facade users build IVRs with.
 
-The App is the core; it never imports FastAPI. ``app.asgi()`` builds the web
-adapter (``rtcontrol.web``) on demand, and tests can call ``await app.handle(req)``
-directly.
+It registers handlers and flows (into :class:`~rtcontrol.core.registry.Registry`),
+builds the :class:`~rtcontrol.core.engine.Engine` that answers callbacks, places
+outbound calls and interrupts them. It never imports a web framework: ``app.asgi()``
+loads the FastAPI adapter on demand, and tests can ``await app.handle_callback(req)``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from . import records as rec
-from .commands import Command, hangup, play, wait
-from .dispatch import Dispatcher, command_to_json
-from .errors import CallEnded, CallNotFound, ConfigurationError, RegistrationError
-from .flow import Flow, FlowSpec, Handler, check_flow_name, check_handler
-from .logs import app_log
+from .commands import Command, play, wait
+from .core.engine import Engine
+from .core.flow import Flow, FlowSpec
+from .core.ports import CallControl, Clock, Reply
+from .core.registry import Registry, Routes
+from .errors import ConfigurationError, RegistrationError
+from .events import EventBus
 from .media import Target, tts
 from .metrics import Metrics
 from .protocol import RTRequest
@@ -25,11 +27,11 @@ from .settings import Settings
 from .store import Store, open_store
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from .rpc import CallrClient
 
 __all__ = ["DEFAULT_FALLBACK", "DEFAULT_HOLD", "App"]
+
+app_log = logging.getLogger("rtcontrol.app")
 
 H = TypeVar("H", bound=Callable[..., Any])
 F = TypeVar("F", bound=type[Flow])
@@ -38,8 +40,6 @@ F = TypeVar("F", bound=type[Flow])
 DEFAULT_FALLBACK = play(tts("We are sorry, something went wrong. Please call again later."))
 #: Sent while a slow handler finishes; issued again until the handler's command is ready.
 DEFAULT_HOLD = wait(5)
-MAIN = "main"  # the flow that holds function-style handlers
-Routes = bool | str | Iterable[str]
 
 
 class App:
@@ -68,31 +68,48 @@ class App:
         client: CallrClient | None = None,
         hold: Command = DEFAULT_HOLD,
         fallback: Command = DEFAULT_FALLBACK,
+        clock: Clock | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = settings or Settings.from_env(**overrides)
-        self.store = store if store is not None else open_store(self.settings.store_url)
-        self._client = client
+        s = self.settings
+        self.store = (
+            store
+            if store is not None
+            else open_store(
+                s.store_url, timeout=s.store_timeout, connect_timeout=s.store_connect_timeout
+            )
+        )
+        self._client: Any = client
         if not isinstance(hold, Command) or hold.ends_call:
             raise ConfigurationError("hold must be a command that keeps the call up (wait, play)")
         if not isinstance(fallback, Command):
             raise ConfigurationError("fallback must be a command (e.g. play(...) or hangup())")
         self.hold = hold
         self.fallback = fallback
-        self.bye = hangup()
+        self.registry = Registry()
+        self.events = EventBus()
         self.metrics = Metrics()
-        self._flows: dict[str, FlowSpec] = {MAIN: FlowSpec(MAIN)}
-        self._by_class: dict[type[Flow], str] = {}
-        self._inbound: dict[str | None, str] = {}
-        self._outbound: dict[str | None, str] = {}
-        self._main_inbound: dict[str | None, Handler] = {}
-        self._main_outbound: dict[str | None, Handler] = {}
-        self._flows[MAIN].steps["start"] = self._main_start
+        self.events.subscribe(self.metrics)
+        from .logs import log_event
+
+        self.events.subscribe(log_event)
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._binding = asyncio.Condition()
-        self._starting = 0
-        self._asgi: FastAPI | None = None
-        self.dispatcher = Dispatcher(self)
+        self._asgi: Any = None
+        #: True once this process serves callbacks (an adapter was built or one was handled).
+        self.serving = False
+        self.engine = Engine(
+            settings=self.settings,
+            store=self.store,
+            registry=self.registry,
+            services=self,
+            control=self._control,
+            hold=hold,
+            fallback=fallback,
+            events=self.events,
+            clock=clock,
+            spawn=self.spawn,
+        )
 
     # ------------------------------------------------------------ function handlers
 
@@ -102,7 +119,7 @@ class App:
     def on_inbound(self, app_hash: str | None = None) -> Callable[[H], H]: ...
     def on_inbound(self, app_hash: Any = None) -> Any:
         """First callback of an inbound call (optionally only for one app hash)."""
-        return self._start_decorator(app_hash, self._main_inbound, self._inbound, "on_inbound")
+        return self._start_decorator(app_hash, outbound=False, what="on_inbound")
 
     @overload
     def on_outbound(self, fn: H, /) -> H: ...
@@ -110,22 +127,11 @@ class App:
     def on_outbound(self, app_hash: str | None = None) -> Callable[[H], H]: ...
     def on_outbound(self, app_hash: Any = None) -> Any:
         """First callback of an outbound call started without a flow."""
-        return self._start_decorator(app_hash, self._main_outbound, self._outbound, "on_outbound")
+        return self._start_decorator(app_hash, outbound=True, what="on_outbound")
 
-    def _start_decorator(
-        self,
-        arg: Any,
-        handlers: dict[str | None, Handler],
-        routes: dict[str | None, str],
-        what: str,
-    ) -> Any:
+    def _start_decorator(self, arg: Any, *, outbound: bool, what: str) -> Any:
         def register(fn: H, app_hash: str | None = None) -> H:
-            check_handler(fn, f"{what} handler")
-            if app_hash in handlers:
-                where = f"app {app_hash}" if app_hash else "all apps"
-                raise RegistrationError(f"{what} is already registered for {where}")
-            handlers[app_hash] = fn
-            routes.setdefault(app_hash, MAIN)
+            self.registry.add_start(fn, app_hash, outbound=outbound, what=what)
             return fn
 
         if callable(arg):
@@ -139,14 +145,14 @@ class App:
     @overload
     def step(self, name: str | None = None) -> Callable[[H], H]: ...
     def step(self, name: Any = None) -> Any:
-        """A step: receives the result of a command sent with ``.then(step)``."""
+        """A step: receives the result of a command sent with ``.then(step)``.
+
+        ``async def`` steps run on the event loop; a plain ``def`` step runs in a
+        worker thread (for blocking code).
+        """
 
         def register(fn: H, name: str | None = None) -> H:
-            check_handler(fn, "step")
-            step_name = name or fn.__name__
-            if not step_name.isidentifier() or step_name in self._flows[MAIN].steps:
-                raise RegistrationError(f"step {step_name!r} is already registered or invalid")
-            self._flows[MAIN].steps[step_name] = fn
+            self.registry.add_step(fn, name)
             return fn
 
         if callable(name):
@@ -157,10 +163,7 @@ class App:
 
     def _hook(self, name: str, fn: Any) -> Any:
         def register(fn: H) -> H:
-            check_handler(fn, name)
-            if name in self._flows[MAIN].hooks:
-                raise RegistrationError(f"{name} is already registered")
-            self._flows[MAIN].hooks[name] = fn
+            self.registry.add_hook(name, fn)
             return fn
 
         return register if fn is None else register(fn)
@@ -170,7 +173,8 @@ class App:
     @overload
     def on_hangup(self) -> Callable[[H], H]: ...
     def on_hangup(self, fn: Any = None) -> Any:
-        """Runs exactly once per call, whatever ended it (for flows without their own)."""
+        """Runs once per call, whatever ended it, after the reply to the hang-up
+        (budget: ``RTCONTROL_HANGUP_BUDGET``). For flows without their own."""
         return self._hook("on_hangup", fn)
 
     @overload
@@ -189,13 +193,6 @@ class App:
         """Results of commands sent without ``.then(step)``."""
         return self._hook("on_result", fn)
 
-    async def _main_start(self, call: Any) -> Any:
-        handlers = self._main_outbound if call.is_outbound else self._main_inbound
-        handler = handlers.get(call.app_hash) or handlers.get(None)
-        if handler is None:  # routed here as a last resort: nothing can answer
-            raise LookupError(f"no {'outbound' if call.is_outbound else 'inbound'} handler")
-        return await handler(call)
-
     # ------------------------------------------------------------ flows
 
     def add_flow(
@@ -208,19 +205,7 @@ class App:
     ) -> FlowSpec:
         """Register a flow; ``inbound``/``outbound`` make it the first step for calls
         (``True`` for every app, or one app hash / several)."""
-        spec = FlowSpec.from_flow(flow, name)
-        if spec.name in self._flows:
-            raise RegistrationError(f"a flow named {spec.name!r} is already registered")
-        self._flows[spec.name] = spec
-        self._by_class.setdefault(flow if isinstance(flow, type) else type(flow), spec.name)
-        for routes, table in ((inbound, self._inbound), (outbound, self._outbound)):
-            for app_hash in _route_keys(routes):
-                current = table.get(app_hash)
-                if current is not None and current != MAIN:
-                    where = f"app {app_hash}" if app_hash else "all apps"
-                    raise RegistrationError(f"flow {current!r} already answers {where}")
-                table[app_hash] = spec.name
-        return spec
+        return self.registry.add_flow(flow, name, inbound, outbound)
 
     def flow(
         self, *, name: str | None = None, inbound: Routes = False, outbound: Routes = False
@@ -234,57 +219,38 @@ class App:
         return register
 
     def has_flow(self, name: str) -> bool:
-        return name in self._flows
+        return self.registry.flow(name) is not None
 
     def flow_spec(self, name: str) -> FlowSpec:
-        spec = self._flows.get(name)
-        return spec if spec is not None else self._flows[MAIN]
-
-    def hook(self, flow: FlowSpec, name: str) -> Handler | None:
-        """A flow's hook, else the app-wide one registered with the decorators."""
-        return flow.hooks.get(name) or self._flows[MAIN].hooks.get(name)
-
-    async def route_first(self, req: RTRequest) -> tuple[str, dict[str, Any]]:
-        """Flow and initial state for a call's first callback."""
-        if req.request_hash is not None:
-            binding = await self._binding_for(req.request_hash)
-            if binding is not None:
-                return str(binding["flow"]), dict(binding.get("data") or {})
-            table = self._outbound
-        else:
-            table = self._inbound
-        flow = table.get(req.app) or table.get(None) or MAIN
-        return flow, {}
-
-    async def _binding_for(self, request_hash: str) -> dict[str, Any] | None:
-        key = rec.request_key(request_hash)
-        loop = asyncio.get_running_loop()
-        # Only a start_call still waiting for calls.realtime can bind this hash later:
-        # on this worker (counted) or, with a shared store, on another one.
-        may_wait = self.store.shared or self._starting > 0
-        give_up = loop.time() + (self.settings.outbound_bind_wait if may_wait else 0.0)
-        while True:
-            binding = await self.store.get(key)
-            if binding is not None or loop.time() >= give_up:
-                if binding is not None:
-                    await self.store.delete(key)
-                return binding if isinstance(binding, dict) else None
-            async with self._binding:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._binding.wait(), timeout=min(0.05, give_up - loop.time())
-                    )
+        """The registered flow ``name``; raises RegistrationError for an unknown one."""
+        spec = self.registry.flow(name)
+        if spec is None:
+            raise RegistrationError(f"no flow named {name!r} is registered")
+        return spec
 
     # ------------------------------------------------------------ serving
 
+    async def handle_callback(self, request: RTRequest) -> Reply:
+        """Answer one callback: the status and exact body of the reply."""
+        self.serving = True
+        return await self.engine.handle_callback(request)
+
+    def safe_reply(self, request: RTRequest) -> Reply:
+        """A reply built from the request alone, for when handling itself failed."""
+        return self.engine.safe_reply(request)
+
     async def handle(self, request: RTRequest) -> bytes:
         """Answer one callback; the bytes are the JSON reply body."""
-        return await self.dispatcher.handle(request)
+        return (await self.handle_callback(request)).body
 
-    def asgi(self, path: str = "/callback") -> FastAPI:
+    def asgi(self, path: str = "/callback") -> Any:
         """A standalone FastAPI app serving the callback route, /healthz and /metrics."""
-        from .web import create_asgi
+        try:  # TEMPORARY until the adapters package lands
+            from .adapters.fastapi import create_asgi
+        except ImportError:
+            from .web import create_asgi  # type: ignore[no-redef]
 
+        self.serving = True
         return create_asgi(self, path=path)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -304,17 +270,46 @@ class App:
                 return
         await self._asgi(scope, receive, send)
 
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background, kept alive until it ends (and for shutdown)."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self.track(task)
+        return task
+
     def track(self, task: asyncio.Task[Any]) -> None:
         """Keep a background task alive until it ends (and for graceful shutdown)."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_report_failure)
+
+    async def settle(self) -> None:
+        """Wait until this process has nothing left to do for its calls: callbacks in
+        flight, slow handlers behind a hold, deliveries and ``on_hangup`` runs.
+
+        For tests and scripts (``on_hangup`` runs after the reply to the hang-up).
+        """
+        janitor = self.engine.hangups.janitor
+        while True:
+            await self.engine.wait_idle()
+            pending = {t for t in self._tasks if not t.done() and t is not janitor}
+            if not pending:
+                return
+            await asyncio.wait(pending)
+
+    async def startup(self) -> None:
+        """Check the store and start the hang-up janitor (the adapters' lifespan calls it)."""
+        await self.store.ping()
+        self.engine.hangups.ensure_janitor()
 
     async def shutdown(self, timeout: float = 25.0) -> None:  # noqa: ASYNC109 - public API
-        """Let callbacks and slow handlers in flight finish, then close the store."""
+        """Let callbacks, slow handlers and ``on_hangup`` runs in flight finish, then
+        close the store."""
+        self.engine.hangups.stop()
         try:
-            await asyncio.wait_for(self.dispatcher.wait_idle(), timeout=timeout)
-            if self._tasks:
-                await asyncio.wait(set(self._tasks), timeout=timeout)
+            await asyncio.wait_for(self.engine.wait_idle(), timeout=timeout)
+            pending = {t for t in self._tasks if not t.done()}
+            if pending:
+                await asyncio.wait(pending, timeout=timeout)
         except TimeoutError:
             app_log.warning("shutdown: callbacks still in flight after %.0fs", timeout)
         if self._client is not None:
@@ -330,11 +325,16 @@ class App:
             from .rpc import CallrClient
 
             self._client = CallrClient.from_env()
-        return self._client
+        client: CallrClient = self._client
+        return client
 
     @client.setter
     def client(self, client: CallrClient) -> None:
         self._client = client
+
+    def _control(self) -> CallControl:
+        control: CallControl = self.client
+        return control
 
     async def start_call(
         self,
@@ -348,47 +348,35 @@ class App:
     ) -> str:
         """Dial ``target`` through ``calls.realtime``; its first callback runs ``flow``.
 
-        ``data`` becomes the call's initial ``call.state``. Returns the request hash.
+        ``data`` becomes the call's initial ``call.state`` (JSON). Returns the request
+        hash. The first callback waits for this call to be recorded, even when the
+        platform calls back before ``calls.realtime`` answers (see
+        ``RTCONTROL_OUTBOUND_BIND_WAIT``).
+
+        Raises ConfigurationError when no app hash is known, or when the store is
+        the in-process memory store and this process does not serve the callbacks
+        (the workers could not see the flow and data).
         """
         from .rpc import RealtimeOptions
+        from .validate import encode_json
 
         app_hash = app_hash or self.settings.app_hash
         if not app_hash:
             raise ConfigurationError("start_call needs app_hash= or RTCONTROL_APP_HASH")
-        flow_name = self._flow_name(flow, app_hash)
-        options = RealtimeOptions(cli=cli, cdr_field=cdr_field)
-        self._starting += 1
-        try:
-            request_hash: str = await self.client.realtime(app_hash, target, options)
-            await self.store.set(
-                rec.request_key(request_hash),
-                {"flow": flow_name, "data": data or {}},
-                ttl=self.settings.call_ttl,
+        flow_name = self.registry.outbound_flow(flow, app_hash)
+        if not self.store.shared and not self.serving:
+            raise ConfigurationError(
+                "start_call with the memory store only works in the process that serves the "
+                "callbacks: the workers would not see this call's flow and data. Set "
+                "RTCONTROL_STORE_URL to the workers' Redis, or start calls from the app itself"
             )
-        finally:
-            self._starting -= 1
-        async with self._binding:
-            self._binding.notify_all()
+        state = dict(data or {})
+        encode_json(state, "start_call data")  # refuse now what the store could not keep
+        options = RealtimeOptions(cli=cli, cdr_field=cdr_field)
+        async with self.engine.bindings.starting():
+            request_hash: str = await self.client.realtime(app_hash, target, options)
+            await self.engine.bindings.bind(request_hash, flow_name, state)
         return request_hash
-
-    def _flow_name(self, flow: str | type[Flow] | None, app_hash: str) -> str:
-        if flow is None:
-            name = self._outbound.get(app_hash) or self._outbound.get(None)
-            if name is None:
-                raise ConfigurationError(
-                    "start_call: no flow given and no outbound flow registered "
-                    "(use flow=..., add_flow(..., outbound=True) or @app.on_outbound)"
-                )
-            return name
-        if isinstance(flow, type):
-            registered = self._by_class.get(flow)
-            if registered is None:
-                raise RegistrationError(f"flow {flow.__name__} is not registered: add_flow() it")
-            return registered
-        check_flow_name(flow)
-        if flow not in self._flows:
-            raise RegistrationError(f"no flow named {flow!r} is registered")
-        return flow
 
     async def interrupt(
         self, callid: int, then: Command | str | Callable[..., Any] | None = None
@@ -398,37 +386,16 @@ class App:
         ``then`` is a command, a step of the call's flow (name or function), or None
         to run the flow's ``on_break`` hook. Safe from any worker, handler, task or
         script. An interrupt asked before the previous one took effect replaces its
-        action; only one ``calls.realtime_break`` is sent. Returns the platform's answer
-        to the break (False when no command was running: the action still runs on the
-        next callback of the call). Raises :class:`CallNotFound` or :class:`CallEnded`.
+        action; only one ``calls.realtime_break`` is sent. From inside a handler of
+        the same call, ``then`` replaces that handler's reply and no break is sent
+        (returns False). Returns the platform's answer to the break (False when no
+        command was running: the action still runs on the next callback of the call).
+        Raises :class:`CallNotFound` or :class:`CallEnded`.
         """
-        action = _action(then)
-        s = self.settings
-        lkey, ckey = rec.lock_key(callid), rec.call_key(callid)
-        async with self.store.lock(lkey, lease=s.break_timeout + 5.0, wait=s.handler_budget + 2):
-            raw = await self.store.get(ckey)
-            if raw is None:
-                raise CallNotFound(f"call {callid} is not known to the store", callid=callid)
-            record = rec.CallRecord.from_json(raw)
-            if record.ended:
-                raise CallEnded(f"call {callid} has ended", callid=callid)
-            step = action.get("step") or (then.step if isinstance(then, Command) else None)
-            if step is not None:
-                flow = self.flow_spec(record.flow)
-                if flow.step(step) is None:
-                    raise RegistrationError(f"flow {flow.name} has no step {step!r}")
-            replaced = record.interrupt is not None and record.interrupt["target"] == record.current
-            record.interrupt = {"target": record.current, "then": action}
-            await self.store.set(ckey, record.to_json(), ttl=s.call_ttl)
-            if replaced:
-                app_log.info("callid=%s: interrupt replaced a pending one", callid)
-                return True
-            return await self.send_break(callid)
+        return await self.engine.interrupt(callid, then)
 
     async def send_break(self, callid: int) -> bool:
-        self.metrics.breaks.inc()
-        ok: bool = await self.client.realtime_break(callid, timeout=self.settings.break_timeout)
-        return ok
+        return await self.engine.send_break(callid)
 
     async def hangup(self, callid: int) -> bool:
         """End a call through ``calls.hangup``; its ``on_hangup`` runs on the last callback."""
@@ -436,22 +403,7 @@ class App:
         return ok
 
 
-def _route_keys(routes: Routes) -> list[str | None]:
-    if routes is True:
-        return [None]
-    if routes is False:
-        return []
-    if isinstance(routes, str):
-        return [routes]
-    return list(routes)
-
-
-def _action(then: Command | str | Callable[..., Any] | None) -> dict[str, Any]:
-    if then is None:
-        return {"kind": "break"}
-    if isinstance(then, Command):
-        return {"kind": "command", "command": command_to_json(then)}
-    name = then if isinstance(then, str) else getattr(then, "__name__", None)
-    if not isinstance(name, str) or not name.isidentifier():
-        raise RegistrationError("interrupt(then=...) takes a command, a step name or a step")
-    return {"kind": "step", "step": name}
+def _report_failure(task: asyncio.Task[Any]) -> None:
+    """No background task dies unobserved."""
+    if not task.cancelled() and task.exception() is not None:
+        app_log.error("background task failed: %r", task.exception(), exc_info=task.exception())

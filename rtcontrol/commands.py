@@ -85,7 +85,15 @@ class Command:
         name = step if isinstance(step, str) else getattr(step, "__name__", None)
         if not isinstance(name, str) or not name.isidentifier():
             raise CommandError(self.name, "then", "a step name or a step function", step)
-        return replace(self, step=name)
+        copy = replace(self, step=name)
+        if self.__dict__.get("_checked"):
+            object.__setattr__(copy, "_checked", True)
+        return copy
+
+    @property
+    def checked(self) -> bool:
+        """True when a builder made this command, so its parameters passed the checks."""
+        return bool(self.__dict__.get("_checked"))
 
     def wire_params(self) -> dict[str, Any]:
         """The ``params`` object as sent on the wire (a fresh, mutable deep copy)."""
@@ -140,7 +148,9 @@ def _thaw(value: Any) -> Any:
 
 
 def _make(name: str, **params: Any) -> Command:
-    return Command(name, params)
+    command = Command(name, params)
+    object.__setattr__(command, "_checked", True)  # built here, so checked here
+    return command
 
 
 def _int(command: str, param: str, value: Any, low: int, high: int) -> int:

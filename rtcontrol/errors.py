@@ -6,6 +6,7 @@
     ├── ConfigurationError           bad or missing settings; raised at start-up
     ├── CommandError (ValueError)    a command built with a bad parameter
     ├── RegistrationError (TypeError) a handler or flow of the wrong shape
+    ├── OutputError                  a reply, variables or state we refuse to send or store
     ├── CallError                    an operation on a call that cannot be done
     │   ├── CallNotFound             the call id is unknown to the store
     │   └── CallEnded                the call has already hung up
@@ -42,6 +43,7 @@ __all__ = [
     "JSONRPCError",
     "LockTimeout",
     "OutcomeUnknown",
+    "OutputError",
     "RegistrationError",
     "RtcontrolError",
     "StoreError",
@@ -74,6 +76,13 @@ class CommandError(RtcontrolError, ValueError):
 
 class RegistrationError(RtcontrolError, TypeError):
     """A handler or flow was registered with the wrong shape; says what to change."""
+
+
+class OutputError(RtcontrolError):
+    """What a handler produced cannot be sent or stored: not JSON (NaN, a set, a
+    datetime), nested too deeply, too large for the platform's echo, or an invalid
+    command. The message names the cause, never the value. The call gets the fallback.
+    """
 
 
 class CallError(RtcontrolError):

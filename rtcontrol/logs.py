@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 
-__all__ = ["app_log", "callback_log", "handler_log"]
+from .events import CallbackAnswered, Event
+
+__all__ = ["app_log", "callback_log", "handler_log", "log_event"]
 
 callback_log = logging.getLogger("rtcontrol.callback")
 handler_log = logging.getLogger("rtcontrol.handler")
@@ -42,4 +44,17 @@ def log_callback(
                 "outcome": outcome,
                 "handler_ms": round(handler_ms, 3),
             },
+        )
+
+
+def log_event(event: Event) -> None:
+    """An event subscriber: one line per callback answered."""
+    if isinstance(event, CallbackAnswered):
+        log_callback(
+            event.callid,
+            event.command_id,
+            event.step,
+            event.status,
+            event.disposition.value,
+            event.seconds * 1000,
         )

@@ -22,6 +22,7 @@ __all__ = [
     "RTRequest",
     "RTResponse",
     "check_json_value",
+    "is_terminal",
 ]
 
 CALLID_MAX = 2**64 - 1
@@ -50,7 +51,22 @@ class CallStatus(StrEnum):
     @property
     def ended(self) -> bool:
         """True for every status after which no command can be run."""
-        return self not in (CallStatus.INCOMING_CALL, CallStatus.UP)
+        return self not in LIVE_STATUSES
+
+
+#: The statuses of a call that can still run commands. Every other value, known or
+#: not, is terminal (see :func:`is_terminal`).
+LIVE_STATUSES = frozenset({CallStatus.INCOMING_CALL, CallStatus.UP})
+
+
+def is_terminal(status: CallStatus | str) -> bool:
+    """Has the call ended? The one answer to that question (spec §6).
+
+    Unknown values (a dial status such as ``CHANUNAVAIL`` on an outbound call's
+    first POST, or anything new) are terminal: running a flow on a call that cannot
+    take commands is worse than ending one early, and ``on_hangup`` then runs.
+    """
+    return status not in LIVE_STATUSES
 
 
 _STATUSES = {s.value: s for s in CallStatus}

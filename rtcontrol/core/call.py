@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .protocol import CallStatus, RTRequest
-from .results import Digits, Outcome, ReadTimeout, Recording, parse_outcome
+from ..protocol import CallStatus, RTRequest
+from ..results import Digits, Outcome, ReadTimeout, Recording, parse_outcome
 
 if TYPE_CHECKING:
-    from .app import App
+    from ..commands import Command
 
-__all__ = ["Call"]
+__all__ = ["Call", "CallServices"]
+
+T = TypeVar("T")
+
+
+class CallServices(Protocol):
+    """What a handler may ask of the framework about calls (the ``App`` provides it)."""
+
+    async def interrupt(self, callid: int, then: Any = None) -> bool: ...
+
+    async def hangup(self, callid: int) -> bool: ...
 
 
 class Call:
     """One callback of one call, given to every handler.
 
-    ``state`` is server-side per-call state (saved in the store when the handler
-    returns). ``variables`` travel with the call through the platform and come back
-    on the next callback, so they survive anything that happens to our servers.
+    ``state`` is server-side per-call state, saved in the store when the handler
+    returns; it must stay JSON (str, int, float, bool, None, list, dict with string
+    keys), or the call gets the fallback. ``variables`` travel with the call through
+    the platform and come back on the next callback (they must be JSON too, and
+    small: see ``rtcontrol.validate``).
     """
 
     __slots__ = (
         "_outcome",
         "app",
         "flow",
+        "idempotency_key",
         "interrupted",
         "request",
         "state",
@@ -34,7 +50,7 @@ class Call:
 
     def __init__(
         self,
-        app: App,
+        app: CallServices,
         request: RTRequest,
         *,
         flow: str,
@@ -42,7 +58,9 @@ class Call:
         state: dict[str, Any],
         variables: dict[str, Any],
         interrupted: bool = False,
+        idempotency_key: str = "",
     ) -> None:
+        #: The framework's services (interrupt, hangup): the ``App`` serving the call.
         self.app = app
         self.request = request
         self.flow = flow
@@ -50,6 +68,10 @@ class Call:
         self.state = state
         self.variables = variables
         self.interrupted = interrupted
+        #: Stable per step run: the same string when a step is run again for the same
+        #: report (a worker died while running it). Use it to make side effects once-only
+        #: (a payment's idempotency key, a unique row id).
+        self.idempotency_key = idempotency_key or f"{request.callid}:{step}:{request.command_id}"
         self._outcome: Outcome | None = None
 
     # --- who and where -------------------------------------------------------------
@@ -131,6 +153,21 @@ class Call:
         """File name a ``record`` produced, for ``play_record``."""
         outcome = self.outcome
         return outcome.file if isinstance(outcome, Recording) else None
+
+    # --- acting on the call ------------------------------------------------------------
+
+    async def interrupt(self, then: Command | str | Callable[..., Any] | None = None) -> bool:
+        """Interrupt this call (see ``App.interrupt``). From inside the call's own
+        handler, ``then`` replaces the handler's reply and no break is sent."""
+        return await self.app.interrupt(self.id, then)
+
+    async def run_sync(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run blocking code (a database driver, ``requests``, ``time.sleep``) in a worker
+        thread, so the event loop keeps serving other calls::
+
+            customer = await call.run_sync(crm.lookup, call.cli_number)
+        """
+        return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
 
     def __repr__(self) -> str:
         return f"<Call {self.id} {self.flow}.{self.step} {self.status}>"

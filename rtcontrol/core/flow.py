@@ -1,6 +1,8 @@
-"""Flows: an IVR as a class whose async methods are its steps.
+"""Flows: an IVR as a class whose methods are its steps.
 
-A step is ``async def name(self, call) -> Command``. The first callback of a call
+A step is ``async def name(self, call) -> Command``. A plain ``def name(self, call)``
+step is allowed too: it runs in a worker thread (as FastAPI runs sync endpoints), so
+blocking code in it never stalls other calls. The first callback of a call
 runs ``start``; a command returned as ``read(...).then(self.choice)`` sends its
 result to ``choice``. Optional hooks: ``on_hangup`` (run once per call, whatever
 ended it), ``on_break`` (a command was interrupted without a recorded action) and
@@ -12,19 +14,31 @@ subclass overrides one step and keeps the others.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from .commands import Command
-from .context import Call
-from .errors import RegistrationError
+from ..commands import Command
+from ..errors import RegistrationError
+from .call import Call
 
-__all__ = ["Flow", "FlowSpec", "Handler", "check_handler"]
+__all__ = [
+    "AnyHandler",
+    "Flow",
+    "FlowSpec",
+    "Handler",
+    "check_flow_name",
+    "check_handler",
+    "in_thread",
+]
 
 Handler = Callable[[Call], Awaitable[Any]]
+#: What users may register: ``async def step(call)`` or a plain ``def step(call)``.
+AnyHandler = Callable[[Call], Any]
 
 START = "start"
 HOOKS = ("on_hangup", "on_break", "on_result")
@@ -45,14 +59,19 @@ class Flow:
 
 
 def check_handler(fn: Any, what: str, *, bound: bool = False) -> Handler:
-    """Refuse at registration a handler that could not run, saying what to change."""
+    """Refuse at registration a handler that could not run, saying what to change.
+
+    Returns the handler as a coroutine function: a plain ``def`` is wrapped to run
+    in a worker thread, so a blocking step never stalls the event loop.
+    """
     name = getattr(fn, "__qualname__", repr(fn))
-    if not callable(fn):
+    if not callable(fn) or isinstance(fn, type):
         raise RegistrationError(f"{what} {name} is not callable; pass an `async def` function")
     shape = "(self, call)" if bound else "(call)"
-    if not inspect.iscoroutinefunction(fn):
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
         raise RegistrationError(
-            f"{what} {name} must be a coroutine function: write `async def {_short(fn)}{shape}`"
+            f"{what} {name} is a generator: write `async def {_short(fn)}{shape}` that "
+            "returns a command"
         )
     try:
         params = list(inspect.signature(fn).parameters.values())
@@ -69,7 +88,20 @@ def check_handler(fn: Any, what: str, *, bound: bool = False) -> Handler:
             f"{what} {name} must take exactly one argument, the call: "
             f"`async def {_short(fn)}{shape}`"
         )
-    return fn  # type: ignore[no-any-return]
+    if inspect.iscoroutinefunction(fn):
+        return fn  # type: ignore[no-any-return]
+    return in_thread(fn)
+
+
+def in_thread(fn: Callable[[Call], Any]) -> Handler:
+    """A coroutine function running the plain function ``fn`` in a worker thread."""
+
+    @functools.wraps(fn)
+    async def run(call: Call) -> Any:
+        return await asyncio.to_thread(fn, call)
+
+    run.__rtcontrol_sync__ = True  # type: ignore[attr-defined]
+    return run
 
 
 def _short(fn: Any) -> str:
@@ -108,15 +140,30 @@ class FlowSpec:
                 continue
             if not inspect.isfunction(raw):
                 continue
-            if not inspect.iscoroutinefunction(raw):
-                if attr == START or attr in HOOKS:
-                    check_handler(raw, "hook" if attr in HOOKS else "step", bound=True)
-                continue  # a plain helper method, not a step
             what = "hook" if attr in HOOKS else "step"  # the name shown is Class.method
-            check_handler(getattr(instance, attr), what, bound=True)
+            if not inspect.iscoroutinefunction(raw) and not _takes_call(raw):
+                if attr == START or attr in HOOKS:
+                    check_handler(raw, what, bound=True)
+                continue  # a plain helper method (not shaped like a step)
+            handler = check_handler(getattr(instance, attr), what, bound=True)
             target = spec.hooks if attr in HOOKS else spec.steps
-            target[attr] = getattr(instance, attr)
+            target[attr] = handler
         return spec
+
+
+def _takes_call(fn: Any) -> bool:
+    """A plain method shaped like a step: ``def name(self, call)`` (the parameter must be
+    named ``call``; any other plain method is a helper)."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+    required = [p for p in params if p.default is p.empty and p.kind is not p.VAR_KEYWORD]
+    return (
+        len(required) == 2
+        and required[1].name == "call"
+        and all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in required)
+    )
 
 
 def check_flow_name(name: str) -> None:

@@ -22,7 +22,7 @@ __all__ = ["CallControl", "CallbackHandler", "Clock", "Reply", "SystemClock"]
 class CallControl(Protocol):
     """The two API calls the engine makes on a live call (spec §3.3, §3.4)."""
 
-    async def realtime_break(self, callid: int, *, timeout: float | None = None) -> bool:
+    async def realtime_break(self, callid: int, *, timeout: float | None = None) -> bool:  # noqa: ASYNC109
         """``calls.realtime_break``: stop the command the call runs; True if one was."""
         ...
 

@@ -290,7 +290,7 @@ async def test_call_state_lost_with_a_redis_crash_does_not_loop(
     async with LocalServer(app) as server, Emulator(clock=ScaledClock(SPEED)) as emu:
         app_hash = emu.create_app(server.url + CALLBACK, login=LOGIN, password=PASSWORD).hash
         call = emu.start_call(app_hash, Callee())
-        key = f"rtc:call:{call.callid}"
+        key = f"rtc:{{{call.callid}}}:call"
         with redis_client.Redis.from_url(redis.url, socket_timeout=5) as raw:
             await call.wait_command("wait", nth=3)
             before = raw.get(key)

@@ -127,7 +127,7 @@ class SpyStore(MemoryStore):
 
     async def record(self, callid: int) -> dict[str, Any]:
         """The stored CallRecord of a call, as JSON (asserting it exists)."""
-        value = await super().get(f"rtc:call:{callid}")
+        value = await super().get(f"rtc:{{{callid}}}:call")
         assert isinstance(value, dict), f"call {callid} is not in the store"
         return value
 
@@ -248,6 +248,8 @@ class Line:
 
     async def send(self, body: dict[str, Any]) -> dict[str, Any]:
         raw = await self.platform.post_raw(body)
+        if body.get("call_status") not in ("UP", "INCOMING_CALL"):
+            await self.platform.app.settle()  # on_hangup runs after the reply
         reply: dict[str, Any] = json.loads(raw) if raw else {}
         self.replies.append(reply)
         if reply:

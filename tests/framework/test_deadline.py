@@ -73,7 +73,8 @@ async def test_slow_handler_gets_the_hold_within_the_budget(
         "params": {"seconds": 5},
         "variables": {},
     }
-    assert BUDGET <= elapsed < BUDGET + 0.5
+    # the hold leaves inside the budget, the store write included (K12)
+    assert BUDGET / 2 <= elapsed < BUDGET + 0.5
 
 
 async def test_hold_command_is_configurable(
@@ -183,8 +184,7 @@ async def test_hold_ending_after_the_background_timeout_gives_the_fallback(
     line = serve(slow.app).line()
     await line.start()
     await line.report("42")
-    await slow.app.dispatcher.wait_idle()
-    await asyncio.wait_for(asyncio.gather(*slow.app._tasks), 2)  # the background gave up
+    await asyncio.wait_for(slow.app.settle(), 2)  # the background gave up
     apology = await line.report("")
     assert apology["params"] == {"media_id": APOLOGY}
 
@@ -199,12 +199,11 @@ async def test_slow_handler_lost_gives_the_fallback_when_the_hold_ends(
     line = serve(slow.app).line()
     await line.start()
     await line.report("42")
-    for task in list(slow.app._tasks):  # the worker is gone, and so is its background task
-        task.cancel()
-    await asyncio.gather(*slow.app._tasks, return_exceptions=True)
+    slow.app.engine.deliveries.cancel(line.callid)  # the worker is gone, and so is its task
+    await asyncio.wait_for(slow.app.settle(), 2)
     record = await store.record(line.callid)
     record["hold"]["until"] = 0  # ...and its background time is over
-    await store.set(f"rtc:call:{line.callid}", record, ttl=60)
+    await store.set(f"rtc:{{{line.callid}}}:call", record, ttl=60)
     with caplog.at_level(logging.ERROR, logger="rtcontrol"):
         apology = await line.report("")
     assert apology["params"] == {"media_id": APOLOGY}
@@ -264,8 +263,8 @@ async def test_failed_break_still_delivers_when_the_hold_ends(
     with caplog.at_level(logging.WARNING, logger="rtcontrol"):
         slow.release.set()
         await probe.wait("break")
-        await asyncio.wait_for(asyncio.gather(*slow.app._tasks), 2)
-    assert any("immediate delivery failed" in r.getMessage() for r in caplog.records)
+        await asyncio.wait_for(slow.app.settle(), 2)
+    assert any("break not sent" in r.getMessage() for r in caplog.records)
     delivered = await line.report("")  # the hold ended by itself
     assert delivered["command_id"] == "3:main:after"
 

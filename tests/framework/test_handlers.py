@@ -132,10 +132,6 @@ async def test_first_reply_is_the_handlers_command_exactly(app: App, platform: P
 # ---------------------------------------------------------------- shapes refused
 
 
-def sync_handler(call: Any) -> Command:
-    return hangup()
-
-
 async def no_argument() -> Command:
     return hangup()
 
@@ -151,7 +147,6 @@ async def required_keyword(call: Any, *, lang: str) -> Command:
 @pytest.mark.parametrize(
     ("handler", "advice"),
     [
-        (sync_handler, "must be a coroutine function: write `async def sync_handler(call)`"),
         (no_argument, "must take exactly one argument, the call: `async def no_argument(call)`"),
         (two_arguments, "must take exactly one argument, the call"),
         (required_keyword, "must take exactly one argument, the call"),
@@ -243,25 +238,12 @@ class NoStart(Flow):
         return hangup()
 
 
-class SyncStart(Flow):
-    def start(self, call: Call) -> Command:  # type: ignore[override]
-        return hangup()
-
-
 class BadStep(Flow):
     async def start(self, call: Call) -> Command:
         return hangup()
 
     async def choice(self, call: Call, extra: int) -> Command:
         return hangup()
-
-
-class SyncHook(Flow):
-    async def start(self, call: Call) -> Command:
-        return hangup()
-
-    def on_hangup(self, call: Call) -> None:
-        pass
 
 
 class WithHelpers(Flow):
@@ -285,9 +267,7 @@ class WithHelpers(Flow):
     ("flow", "advice"),
     [
         (NoStart, "flow NoStart has no start step: add `async def start(self, call)`"),
-        (SyncStart, "must be a coroutine function: write `async def start(self, call)`"),
         (BadStep, "step BadStep.choice must take exactly one argument, the call"),
-        (SyncHook, "must be a coroutine function: write `async def on_hangup(self, call)`"),
         (object, "is not a Flow subclass or instance"),
     ],
 )

@@ -82,7 +82,7 @@ async def test_interrupt_with_a_command(
     # Recorded before the break was sent, targeting the command the call runs now.
     record = await store.record(line.callid)
     assert record["interrupt"]["target"] == waiting["command_id"] == "1:main:music_ended"
-    assert record["interrupt"]["then"]["kind"] == "command"
+    assert record["interrupt"]["action"]["kind"] == "command"
     fake.break_gate.set()
     assert await interrupt is True
     assert fake.breaks == [line.callid]
@@ -180,7 +180,7 @@ async def test_interrupt_while_a_callback_is_processed_targets_the_new_command(
     processing = platform.spawn(line.report("1"))
     await asyncio.wait_for(running.wait(), 2)
     interrupt = platform.spawn(app.interrupt(line.callid, then="agent_ready"))
-    await probe.wait(f"acquire:rtc:lock:{line.callid}", 3)  # 2 callbacks, then the interrupt
+    await probe.wait(f"acquire:rtc:{{{line.callid}}}:lock", 3)  # 2 callbacks, then the interrupt
     assert fake.breaks == []  # nothing is broken while we have not answered
     release.set()
     reply = await processing
@@ -215,7 +215,7 @@ async def test_report_in_flight_when_the_break_lands(
     interrupt = platform.spawn(queue.app.interrupt(line.callid, then="agent_ready"))
     await probe.wait("break")
     report = platform.spawn(line.report("0"))  # waits for the call's lock
-    await probe.wait(f"acquire:rtc:lock:{line.callid}", 3)
+    await probe.wait(f"acquire:rtc:{{{line.callid}}}:lock", 3)
     fake.break_gate.set()
     assert await interrupt is False
     assert (await report)["command"] == "dialout"
@@ -254,7 +254,7 @@ async def test_hangup_arrives_while_the_break_is_in_flight(
     interrupt = platform.spawn(queue.app.interrupt(line.callid, then=hangup()))
     await probe.wait("break")
     hang_up = platform.spawn(line.hang_up())
-    await probe.wait(f"acquire:rtc:lock:{line.callid}", 3)
+    await probe.wait(f"acquire:rtc:{{{line.callid}}}:lock", 3)
     fake.break_gate.set()
     assert await interrupt is True
     assert await hang_up == {}
@@ -309,7 +309,7 @@ async def test_two_concurrent_interrupts_send_one_break(
     first = platform.spawn(queue.app.interrupt(line.callid, then=conference("first")))
     await probe.wait("break")
     second = platform.spawn(queue.app.interrupt(line.callid, then=conference("second")))
-    await probe.wait(f"acquire:rtc:lock:{line.callid}", 3)  # waits behind the first
+    await probe.wait(f"acquire:rtc:{{{line.callid}}}:lock", 3)  # waits behind the first
     fake.break_gate.set()
     assert await first is True
     assert await second is True
@@ -408,5 +408,5 @@ async def test_interrupt_during_a_slow_handlers_hold_wins(
     assert (await line.report(""))["command"] == "hangup"
     release.set()
     await asyncio.wait_for(finished.wait(), 2)
-    await asyncio.wait_for(asyncio.gather(*app._tasks), 2)
+    await asyncio.wait_for(app.settle(), 2)
     assert fake.breaks == [line.callid]  # the late slow result breaks nothing

@@ -74,9 +74,10 @@ async def test_start_call_with_a_flow_class_and_the_default_app_hash(
     survey = Survey()
     app.add_flow(survey, name="survey-b")
     target = Target(number="+33612345678", timeout=20)
+    platform = serve(app)  # with the memory store, only the serving process may start calls
     request_hash = await app.start_call(target, flow=Survey, data={"n": 1})
     assert fake.realtime_calls[0][:2] == (OTHER_APP, target)
-    first = await serve(app).line(app=OTHER_APP, request_hash=request_hash).start()
+    first = await platform.line(app=OTHER_APP, request_hash=request_hash).start()
     assert flow_of(first) == "survey-b"
     assert survey.started[0]["state"] == {"n": 1}
 

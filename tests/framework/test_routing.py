@@ -237,7 +237,7 @@ async def test_first_callback_of_an_unknown_call_creates_it(
 ) -> None:
     app.add_flow(Menu, inbound=True)
     line = platform.line()
-    assert await store.get(f"rtc:call:{line.callid}") is None
+    assert await store.get(f"rtc:{{{line.callid}}}:call") is None
     await line.start()
     record = await store.record(line.callid)
     assert record["flow"] == "menu"

@@ -206,7 +206,7 @@ async def test_concurrent_duplicate_waits_and_gets_the_same_bytes(
     original = platform.spawn(platform.post_raw(body))
     await asyncio.wait_for(running.wait(), 2)
     duplicate = platform.spawn(platform.post_raw(body))
-    await probe.wait(f"acquire:rtc:lock:{line.callid}", 2)  # the duplicate waits for the lock
+    await probe.wait(f"acquire:rtc:{{{line.callid}}}:lock", 2)  # the duplicate waits for the lock
     assert runs == 1
     release.set()
     first, second = await asyncio.gather(original, duplicate)
@@ -247,13 +247,15 @@ async def test_callbacks_of_one_call_run_one_at_a_time(
         return wait(1).then(b)
 
     line = platform.line()
-    lock = f"acquire:rtc:lock:{line.callid}"
+    lock = f"acquire:rtc:{{{line.callid}}}:lock"
     first = platform.spawn(
         platform.post_raw(line.body(command="wait", command_id="1:main:a", variables={}))
     )
     await asyncio.wait_for(a_running.wait(), 2)
     second = platform.spawn(
-        platform.post_raw(line.body(command="play", command_id="1:main:b", variables={}))
+        # the report of the command the first callback is about to send (K1: only the
+        # current command's report is new)
+        platform.post_raw(line.body(command="wait", command_id="2:main:b", variables={}))
     )
     await probe.wait(lock, 2)  # the second callback arrived and waits for the lock
     assert order == ["a:start"]

@@ -46,15 +46,17 @@ async def test_store_down_holds_and_replays_the_callback(
     store.down = True
     with caplog.at_level(logging.ERROR, logger="rtcontrol"):
         held = await line.report("1234")
-    assert held == {
+    envelope = held["variables"]["_rtc"]
+    assert {**held, "variables": {"lang": "fr"}} == {
         "command": "wait",
         "command_id": "0:main:@replay",
         "params": {"seconds": 1},
-        "variables": {
-            "lang": "fr",
-            "_rtc": {"replay": ["read", "1:main:check", "1234", ""], "n": 1},
-        },
+        "variables": {"lang": "fr"},
     }
+    assert set(held["variables"]) == {"lang", "_rtc"}
+    assert envelope["replay"] == ["read", "1:main:check", "1234", "", "UP"]
+    assert envelope["n"] == 1
+    assert isinstance(envelope["t"], float)  # when the first hold was given
     assert "holding the caller, store not ready" in caplog.text
     assert [r[0] for r in runs] == ["start"]  # nothing ran without the store
 
@@ -74,7 +76,7 @@ async def test_first_callback_while_the_store_is_down(
     store.down = True
     held = await line.start()
     assert held["command_id"] == "0:-:@replay"
-    assert held["variables"]["_rtc"]["replay"] == ["", 0, "", ""]
+    assert held["variables"]["_rtc"]["replay"] == ["", 0, "", "", "INCOMING_CALL"]
     store.down = False
     reply = await line.report("")
     assert step_of(reply) == "check"
@@ -99,16 +101,33 @@ async def test_fallback_after_max_replays_then_hangup_even_if_still_down(
     assert [r[0] for r in runs] == ["start"]
 
 
-async def test_hangup_while_the_store_is_down_is_answered(
+async def test_hangup_while_the_store_is_down_is_refused_kept_and_run_once_back(
     app: App, platform: Platform, store: SpyStore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """K2: a terminal event is never acknowledged before its effect is durable."""
     ivr(app)
+    ended: list[tuple[str, str]] = []
+
+    @app.on_hangup
+    async def done(call: Call) -> None:
+        ended.append((str(call.status), call.idempotency_key))
+
     line = platform.line()
     await line.start()
     store.down = True
     with caplog.at_level(logging.ERROR, logger="rtcontrol"):
-        assert await line.hang_up() == {}
-    assert "hang-up not recorded" in caplog.text
+        response = await platform.post(line.report_body(status="HANGUP"))
+    assert response.status_code == 503
+    assert response.json() == {"error": "store unavailable: hang-up kept for retry"}
+    assert "hang-up not recorded yet" in caplog.text
+    assert ended == []  # not run on a call whose state could not be read
+    store.down = False  # Redis is back: the worker that kept the hang-up records it
+    await asyncio.wait_for(app.settle(), 10)
+    assert ended == [("HANGUP", f"{line.callid}:on_hangup")]
+    assert (await store.record(line.callid))["ended"] is True
+    # The platform re-sends it (it got a 503): answered, and on_hangup not run again.
+    assert await line.hang_up() == {}
+    assert len(ended) == 1
 
 
 async def test_call_locked_past_the_deadline_is_held_and_replayed(
@@ -146,7 +165,8 @@ async def test_store_down_never_answers_500(app: App, platform: Platform, store:
         platform.line().body(command="read", command_id=17, result="1", status="HANGUP"),
     ):
         response = await platform.post(body)
-        assert response.status_code == 200
+        # a live callback gets a hold; a hang-up that cannot be recorded gets a 503 (K2)
+        assert response.status_code == (503 if body["call_status"] == "HANGUP" else 200)
 
 
 async def test_replay_data_is_hidden_from_handlers_called_directly(
@@ -156,7 +176,7 @@ async def test_replay_data_is_hidden_from_handlers_called_directly(
     runs = ivr(app)
     base = {"app": "4346423A", "callid": 5, "call_status": "UP"}
     await app.handle(RTRequest.model_validate({**base, "call_status": "INCOMING_CALL"}))
-    replay = {"replay": ["read", "1:main:check", "77", ""], "n": 3}
+    replay = {"replay": ["read", "1:main:check", "77", "", "UP"], "n": 3}
     body = {
         **base,
         "command": "wait",

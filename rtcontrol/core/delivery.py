@@ -1,0 +1,226 @@
+"""Slow handlers: finishing behind the hold, and delivering their command (K6).
+
+A handler still running at its deadline keeps running; the caller hears the hold.
+When it finishes, its command becomes the call's *pending* command and a
+``calls.realtime_break`` ends the hold early; if the break never arrives, the
+hold ends by itself and its report delivers the pending command.
+
+Markers are written only with, or after, the side effect they stand for:
+
+* while the handler runs, this worker keeps a short-lived *alive* key for the
+  call (renewed every lease). A hold whose worker died is noticed when the hold
+  ends (the key is gone): the caller gets the fallback at once, not after the
+  60 s background timeout;
+* every failure while finishing (the handler raised, returned something that is
+  not a command, left state or variables that cannot be stored or sent, the
+  store blinked) ends in a delivered command (the fallback when needed) or, if the
+  store stays unreachable, in the alive key running out. No task dies unobserved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..commands import Command
+from ..errors import OutputError, RtcontrolError, StoreError
+from ..events import CommandDelivered
+from ..validate import encode_json
+from . import keys
+from .call import Call
+from .records import ActionKind, Pending
+from .runner import Scope
+from .transaction import brief
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+__all__ = ["Deliveries"]
+
+app_log = logging.getLogger("rtcontrol.app")
+handler_log = logging.getLogger("rtcontrol.handler")
+
+#: Attempts to store a finished command when the store fails, spread over a few seconds.
+ATTEMPTS = 5
+
+
+class Deliveries:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._running: dict[int, asyncio.Task[None]] = {}
+
+    def start(self, call: Call, task: asyncio.Task[Any], scope: Scope, token: str) -> None:
+        """Finish ``task`` in the background (called once the hold is durable)."""
+        runner = self.engine.spawn(self._finish(call, task, scope, token))
+        callid = call.id
+        self._running[callid] = runner
+
+        def forget(t: asyncio.Task[None]) -> None:
+            if self._running.get(callid) is t:
+                del self._running[callid]
+            if t.cancelled():  # even if it was cancelled before it ever ran
+                task.cancel()
+
+        runner.add_done_callback(forget)
+
+    def cancel(self, callid: int) -> None:
+        """The call ended: stop its slow handler."""
+        runner = self._running.pop(callid, None)
+        if runner is not None:
+            runner.cancel()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def alive(self, callid: int, token: str) -> bool:
+        """Is a worker still running the slow handler of this hold?"""
+        if callid in self._running:
+            return True
+        try:
+            return bool(await self.engine.store.get(keys.hold_key(callid)) == token)
+        except (StoreError, OSError):
+            return True  # cannot tell: hold again rather than cut a live handler short
+
+    async def _keep_alive(self, callid: int, token: str) -> None:
+        store, lease = self.engine.store, self.engine.timing.lease
+        while True:
+            with contextlib.suppress(StoreError, OSError):
+                await store.set(keys.hold_key(callid), token, ttl=3 * lease)
+            await asyncio.sleep(lease)
+
+    async def _finish(self, call: Call, task: asyncio.Task[Any], scope: Scope, token: str) -> None:
+        engine = self.engine
+        where = f"{call.flow}.{call.step}"
+        keeper = asyncio.ensure_future(self._keep_alive(call.id, token))
+        try:
+            command = await self._outcome(call, task, scope, where)
+        finally:
+            keeper.cancel()
+        try:
+            await self._deliver(call, token, command)
+        finally:
+            with contextlib.suppress(StoreError, OSError):
+                await engine.store.delete(keys.hold_key(call.id))
+
+    async def _outcome(
+        self, call: Call, task: asyncio.Task[Any], scope: Scope, where: str
+    ) -> Command:
+        engine = self.engine
+        timeout = engine.settings.background_timeout
+        try:
+            result = await asyncio.wait_for(task, timeout=timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        except TimeoutError:
+            if task.done() and not task.cancelled():  # raised by the handler itself
+                handler_log.exception(
+                    "callid=%s: handler %s raised behind the hold", call.id, where
+                )
+            else:
+                handler_log.error(
+                    "callid=%s: handler %s still running after %.0fs behind a hold; "
+                    "answering with the fallback",
+                    call.id,
+                    where,
+                    timeout,
+                )
+            return engine.fallback
+        except Exception:
+            handler_log.exception(
+                "callid=%s: handler %s raised behind the hold; the fallback", call.id, where
+            )
+            return engine.fallback
+        action = scope.action
+        if action is not None and action.kind is ActionKind.COMMAND and action.command is not None:
+            result = action.command
+        if isinstance(result, Command):
+            return result
+        handler_log.error(
+            "callid=%s: handler %s returned %s, not a command; the fallback",
+            call.id,
+            where,
+            type(result).__name__,
+        )
+        return engine.fallback
+
+    async def _deliver(self, call: Call, token: str, command: Command) -> None:
+        engine = self.engine
+        callid = call.id
+        for attempt in range(ATTEMPTS):
+            try:
+                async with engine.locks.hold(callid) as txn:
+                    record = txn.record
+                    if (
+                        record is None
+                        or record.ended
+                        or record.hold is None
+                        or record.hold.token != token
+                    ):
+                        app_log.info(
+                            "callid=%s: slow handler finished after the call moved on", callid
+                        )
+                        return
+                    flow = engine.registry.flow(record.flow)
+                    try:
+                        checked, variables = engine.outgoing(command, call.variables, flow)
+                        record.pending = Pending(_to_bye(engine, checked), variables)
+                        record.state = call.state
+                        text = encode_json(
+                            record.to_json(), "left call.state that cannot be stored"
+                        )
+                    except OutputError as exc:
+                        handler_log.error(
+                            "callid=%s: handler %s.%s %s; answering with the fallback",
+                            callid,
+                            call.flow,
+                            call.step,
+                            exc,
+                        )
+                        record.state = _stored_state(txn.raw)
+                        record.pending = Pending(
+                            _to_bye(engine, engine.fallback), call.request.variables
+                        )
+                        text = encode_json(record.to_json(), "call record")
+                    await txn.save(text, ttl=engine.settings.call_ttl)
+                    ref = keys.parse_command_id(record.current or "")
+                    via_break = False
+                    if ref is not None and ref.step == keys.HOLD_STEP:
+                        via_break = await engine.send_break(callid)
+                engine.events.emit(CommandDelivered(callid, record.pending.command.name, via_break))
+                return
+            except (RtcontrolError, OSError, TimeoutError) as exc:
+                app_log.warning(
+                    "callid=%s: delivery of %s.%s failed (try %d): %s",
+                    callid,
+                    call.flow,
+                    call.step,
+                    attempt + 1,
+                    brief(exc),
+                )
+                await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
+        app_log.error(
+            "callid=%s: could not deliver %s.%s: the hold ends and the call gets the fallback",
+            callid,
+            call.flow,
+            call.step,
+        )
+
+
+def _to_bye(engine: Engine, command: Command) -> Command:
+    """A fallback delivered later still says goodbye after its apology."""
+    from dataclasses import replace
+
+    if command is engine.fallback and command.step is None and not command.ends_call:
+        bye = replace(command, step=keys.BYE_STEP)
+        object.__setattr__(bye, "_checked", True)
+        return bye
+    return command
+
+
+def _stored_state(raw: Any) -> dict[str, Any]:
+    state = raw.get("state") if isinstance(raw, dict) else None
+    return dict(state) if isinstance(state, dict) else {}

@@ -1,0 +1,199 @@
+"""What the engine keeps per call: one JSON object, typed here.
+
+One object per call keeps a callback at two store round trips: lock and read,
+then write and unlock. Sub-records are small frozen dataclasses, never dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ..commands import Command
+
+__all__ = [
+    "Action",
+    "ActionKind",
+    "CallRecord",
+    "HangupTicket",
+    "HoldTicket",
+    "Interrupt",
+    "Pending",
+    "command_from_json",
+    "command_to_json",
+]
+
+#: How many recent replies a record keeps, keyed by the report they answered.
+REPLIES_KEPT = 3
+
+CommandId = int | str
+
+
+def command_to_json(command: Command) -> dict[str, Any]:
+    return {"name": command.name, "params": command.wire_params(), "step": command.step}
+
+
+def command_from_json(data: dict[str, Any]) -> Command:
+    """A command read back from the store; it was checked before it was stored."""
+    command = Command(str(data["name"]), dict(data.get("params") or {}), data.get("step"))
+    object.__setattr__(command, "_checked", True)
+    return command
+
+
+class ActionKind(StrEnum):
+    COMMAND = "command"  # send this command instead
+    STEP = "step"  # run this step of the call's flow
+    BREAK = "break"  # run the flow's on_break hook (or the step reading the early result)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What an interrupt does once the broken command reports."""
+
+    kind: ActionKind
+    command: Command | None = None
+    step: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"kind": self.kind.value}
+        if self.command is not None:
+            data["command"] = command_to_json(self.command)
+        if self.step is not None:
+            data["step"] = self.step
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Action:
+        command = data.get("command")
+        return cls(
+            ActionKind(data["kind"]),
+            command_from_json(command) if isinstance(command, dict) else None,
+            data.get("step"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupt:
+    """An interrupt waiting for the report of ``target`` (the command it broke)."""
+
+    target: CommandId | None
+    action: Action
+
+
+@dataclass(frozen=True, slots=True)
+class HoldTicket:
+    """A slow handler runs behind the hold. ``until``: wall time it may run to;
+    ``token``: which background run may deliver (a later one replaces it)."""
+
+    token: str
+    until: float
+    step: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A slow handler's finished command, waiting for its hold to end."""
+
+    command: Command
+    variables: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class HangupTicket:
+    """The call ended; ``on_hangup`` runs from this, after the reply.
+
+    ``request``: the terminal RT.Request (JSON), ``attempt``: runs started so far,
+    ``due``: wall time after which another worker may take the run over,
+    ``done``: it completed (or failed for good).
+    """
+
+    request: dict[str, Any]
+    due: float
+    attempt: int = 1
+    done: bool = False
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """Server-side state of one call."""
+
+    flow: str
+    app: str = ""
+    seq: int = 0
+    #: command_id of the command the platform runs now: the only report that is new.
+    current: CommandId | None = None
+    #: report key (see ``keys.report_key``) -> the exact reply body sent for it.
+    replies: dict[str, str] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    interrupt: Interrupt | None = None
+    hold: HoldTicket | None = None
+    pending: Pending | None = None
+    hangup: HangupTicket | None = None
+    ended: bool = False
+
+    def remember(self, report: str, body: bytes) -> None:
+        """Keep ``body`` as the answer to ``report``, dropping the oldest beyond the limit."""
+        replies = self.replies
+        replies.pop(report, None)
+        replies[report] = body.decode()
+        while len(replies) > REPLIES_KEPT:
+            del replies[next(iter(replies))]
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"flow": self.flow}
+        if self.app:
+            data["app"] = self.app
+        if self.seq:
+            data["seq"] = self.seq
+        if self.current is not None:
+            data["current"] = self.current
+        if self.replies:
+            data["replies"] = self.replies
+        if self.state:
+            data["state"] = self.state
+        if self.interrupt is not None:
+            data["interrupt"] = {
+                "target": self.interrupt.target,
+                "action": self.interrupt.action.to_json(),
+            }
+        if self.hold is not None:
+            h = self.hold
+            data["hold"] = {"token": h.token, "until": h.until, "step": h.step}
+        if self.pending is not None:
+            p = self.pending
+            data["pending"] = {"command": command_to_json(p.command), "variables": p.variables}
+        if self.hangup is not None:
+            t = self.hangup
+            data["hangup"] = {
+                "request": t.request,
+                "due": t.due,
+                "attempt": t.attempt,
+                "done": t.done,
+            }
+        if self.ended:
+            data["ended"] = True
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CallRecord:
+        record = cls(
+            flow=str(data.get("flow") or "main"),
+            app=str(data.get("app") or ""),
+            seq=int(data.get("seq") or 0),
+            current=data.get("current"),
+            replies=dict(data.get("replies") or {}),
+            state=dict(data.get("state") or {}),
+            ended=bool(data.get("ended")),
+        )
+        if (i := data.get("interrupt")) is not None:
+            record.interrupt = Interrupt(i.get("target"), Action.from_json(i["action"]))
+        if (h := data.get("hold")) is not None:
+            record.hold = HoldTicket(str(h["token"]), float(h["until"]), str(h["step"]))
+        if (p := data.get("pending")) is not None:
+            record.pending = Pending(command_from_json(p["command"]), dict(p["variables"]))
+        if (t := data.get("hangup")) is not None:
+            record.hangup = HangupTicket(
+                dict(t["request"]), float(t["due"]), int(t.get("attempt", 1)), bool(t["done"])
+            )
+        return record

@@ -1,0 +1,136 @@
+"""Flows, routes and hooks: what runs for which call.
+
+The registry is filled at start-up by the ``App``'s decorators and read by the
+engine. It never guesses: an unknown flow name is ``None``, not the main flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ..errors import ConfigurationError, RegistrationError
+from ..protocol import RTRequest
+from .call import Call
+from .flow import Flow, FlowSpec, Handler, check_flow_name, check_handler
+
+__all__ = ["MAIN", "Registry", "Routes"]
+
+MAIN = "main"  # the flow that holds function-style handlers
+Routes = bool | str | Iterable[str]
+
+
+class Registry:
+    """Flows by name, the inbound/outbound routing tables, and the app-wide hooks."""
+
+    def __init__(self) -> None:
+        self.flows: dict[str, FlowSpec] = {MAIN: FlowSpec(MAIN)}
+        self.by_class: dict[type[Flow], str] = {}
+        self.inbound: dict[str | None, str] = {}
+        self.outbound: dict[str | None, str] = {}
+        self.main_inbound: dict[str | None, Handler] = {}
+        self.main_outbound: dict[str | None, Handler] = {}
+        self.flows[MAIN].steps["start"] = self._main_start
+
+    # ------------------------------------------------------------------ registration
+
+    def add_start(self, fn: Any, app_hash: str | None, *, outbound: bool, what: str) -> None:
+        handler = check_handler(fn, f"{what} handler")
+        handlers = self.main_outbound if outbound else self.main_inbound
+        if app_hash in handlers:
+            where = f"app {app_hash}" if app_hash else "all apps"
+            raise RegistrationError(f"{what} is already registered for {where}")
+        handlers[app_hash] = handler
+        (self.outbound if outbound else self.inbound).setdefault(app_hash, MAIN)
+
+    def add_step(self, fn: Any, name: str | None) -> None:
+        handler = check_handler(fn, "step")
+        step_name = name or fn.__name__
+        if not step_name.isidentifier() or step_name in self.flows[MAIN].steps:
+            raise RegistrationError(f"step {step_name!r} is already registered or invalid")
+        self.flows[MAIN].steps[step_name] = handler
+
+    def add_hook(self, name: str, fn: Any) -> None:
+        handler = check_handler(fn, name)
+        if name in self.flows[MAIN].hooks:
+            raise RegistrationError(f"{name} is already registered")
+        self.flows[MAIN].hooks[name] = handler
+
+    def add_flow(
+        self, flow: Flow | type[Flow], name: str | None, inbound: Routes, outbound: Routes
+    ) -> FlowSpec:
+        spec = FlowSpec.from_flow(flow, name)
+        if spec.name in self.flows:
+            raise RegistrationError(f"a flow named {spec.name!r} is already registered")
+        self.flows[spec.name] = spec
+        self.by_class.setdefault(flow if isinstance(flow, type) else type(flow), spec.name)
+        for routes, table in ((inbound, self.inbound), (outbound, self.outbound)):
+            for app_hash in route_keys(routes):
+                current = table.get(app_hash)
+                if current is not None and current != MAIN:
+                    where = f"app {app_hash}" if app_hash else "all apps"
+                    raise RegistrationError(f"flow {current!r} already answers {where}")
+                table[app_hash] = spec.name
+        return spec
+
+    # ------------------------------------------------------------------ lookup
+
+    def flow(self, name: str) -> FlowSpec | None:
+        return self.flows.get(name)
+
+    def hook(self, flow: FlowSpec, name: str) -> Handler | None:
+        """A flow's hook, else the app-wide one registered with the decorators."""
+        return flow.hooks.get(name) or self.flows[MAIN].hooks.get(name)
+
+    def first_flow(self, req: RTRequest) -> str:
+        """The flow of a call's first callback, from the routing tables alone."""
+        table = self.outbound if req.is_outbound else self.inbound
+        return table.get(req.app) or table.get(None) or MAIN
+
+    def outbound_flow(self, flow: str | type[Flow] | None, app_hash: str) -> str:
+        """The flow ``start_call(flow=...)`` names, checked now rather than at the first POST."""
+        if flow is None:
+            name = self.outbound.get(app_hash) or self.outbound.get(None)
+            if name is None:
+                raise ConfigurationError(
+                    "start_call: no flow given and no outbound flow registered "
+                    "(use flow=..., add_flow(..., outbound=True) or @app.on_outbound)"
+                )
+            return name
+        if isinstance(flow, type):
+            registered = self.by_class.get(flow)
+            if registered is None:
+                raise RegistrationError(f"flow {flow.__name__} is not registered: add_flow() it")
+            return registered
+        check_flow_name(flow)
+        if flow not in self.flows:
+            raise RegistrationError(f"no flow named {flow!r} is registered")
+        return flow
+
+    async def _main_start(self, call: Call) -> Any:
+        handlers = self.main_outbound if call.is_outbound else self.main_inbound
+        handler = handlers.get(call.app_hash) or handlers.get(None)
+        if handler is None:  # routed here as a last resort: nothing can answer
+            raise LookupError(f"no {'outbound' if call.is_outbound else 'inbound'} handler")
+        return await handler(call)
+
+
+def route_keys(routes: Routes) -> list[str | None]:
+    if routes is True:
+        return [None]
+    if routes is False:
+        return []
+    if isinstance(routes, str):
+        return [routes]
+    return list(routes)
+
+
+def step_name(then: Any) -> str:
+    """The step name of ``then`` (a name or a step function), or RegistrationError."""
+    name = then if isinstance(then, str) else getattr(then, "__name__", None)
+    if not isinstance(name, str) or not name.isidentifier():
+        raise RegistrationError("interrupt(then=...) takes a command, a step name or a step")
+    return name
+
+
+StepLike = str | Callable[..., Any]

@@ -1,0 +1,209 @@
+"""The one lock -> read -> change -> write of a call, and the time arithmetic around it.
+
+Every path that changes a call's record (a callback, an interrupt, a slow handler's
+delivery, ``on_hangup`` completing) goes through :class:`CallLocks`:
+
+* the lock has a short lease (``RTCONTROL_LOCK_LEASE``, 1 s) renewed while its
+  holder works, so a crashed worker blocks its call for about a second, not for
+  the whole handler budget;
+* a write refused or failed always frees the lock;
+* :class:`Timing` holds all the waits: how long a callback may wait for the lock,
+  how much of the budget is kept for the write that follows the handler (the
+  reply must leave inside the deadline, store write included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from ..errors import StoreError
+from ..settings import Settings
+from ..store import Store
+from ..store.base import Encoded, LockToken
+from .keys import call_key, lock_key
+from .ports import Clock
+from .records import CallRecord
+
+__all__ = ["CallLocks", "Timing", "Txn"]
+
+_log = logging.getLogger("rtcontrol.app")
+
+#: Smallest share of the budget kept for the store write after a handler.
+MIN_WRITE_RESERVE = 0.05
+
+
+class Timing:
+    """Deadlines and waits, derived from the settings and the store's observed speed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.budget = settings.handler_budget
+        self.lease = settings.lock_lease
+        self.lock_wait = settings.lock_wait
+        self.break_timeout = settings.break_timeout
+        #: Smoothed store round trip, in seconds (updated by every callback).
+        self.store_rtt = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """One store round trip took ``seconds``."""
+        self.store_rtt += (seconds - self.store_rtt) * (0.2 if seconds < self.store_rtt else 0.5)
+
+    def write_reserve(self) -> float:
+        """Time kept at the end of the budget for the write that follows a handler."""
+        return min(max(MIN_WRITE_RESERVE, 2.0 * self.store_rtt + 0.02), self.budget / 2)
+
+    def handler_deadline(self, received: float) -> float:
+        """When a handler must have finished for its reply (and write) to be on time."""
+        return received + self.budget - self.write_reserve()
+
+    def reply_deadline(self, received: float) -> float:
+        return received + self.budget
+
+    def lock_wait_for(self, received: float, now: float, *, terminal: bool) -> float:
+        """How long a callback may wait for its call's lock.
+
+        A live callback waits at most ``lock_wait``, and never so long that its
+        reply (a hold, at worst) would be late. A terminal one (HANGUP, whose reply
+        is ignored) outwaits any holder (a callback, an interrupt's break): a late
+        ``{}`` costs nothing, a hang-up not recorded must be retried.
+        """
+        if terminal:
+            return self.lock_wait_outside()
+        left = self.reply_deadline(received) - now - self.write_reserve()
+        return max(min(left, self.lock_wait), 0.001)
+
+    def lock_wait_outside(self) -> float:
+        """Wait of an operation no caller is waiting on (interrupt, delivery, hang-up)."""
+        return self.budget + self.break_timeout + self.lease
+
+
+class Txn:
+    """A held lock on one call, with the record read under it."""
+
+    __slots__ = ("_closed", "_locks", "_renewer", "callid", "raw", "record", "token")
+
+    def __init__(self, locks: CallLocks, callid: int, token: LockToken, raw: Any) -> None:
+        self._locks = locks
+        self.callid = callid
+        self.token = token
+        self.raw = raw
+        self.record: CallRecord | None = CallRecord.from_json(raw) if raw else None
+        self._closed = False
+        self._renewer: asyncio.TimerHandle | None = None
+        self._schedule_renewal()
+
+    # -- lease renewal: a timer while the lock is held, a round trip only past lease/3
+
+    def _schedule_renewal(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._renewer = loop.call_later(self._locks.timing.lease / 3, self._renew)
+
+    def _renew(self) -> None:
+        if not self._closed:
+            self._locks.spawn(self._renew_once())
+
+    async def _renew_once(self) -> None:
+        locks = self._locks
+        try:
+            held = await locks.store.renew(
+                lock_key(self.callid), self.token, lease=locks.timing.lease
+            )
+        except (StoreError, OSError) as exc:
+            _log.warning("callid=%s: lock renewal failed: %s", self.callid, brief(exc))
+            held = True  # try again: the lease may still run
+        if not held:
+            _log.warning("callid=%s: lock lease lost while working on the call", self.callid)
+        elif not self._closed:
+            self._schedule_renewal()
+
+    def _close(self) -> None:
+        self._closed = True
+        if self._renewer is not None:
+            self._renewer.cancel()
+
+    # -- ending the transaction
+
+    async def commit(self, text: str | None, *, ttl: float) -> None:
+        """Write the encoded record (``None`` deletes it) and unlock, in one round trip.
+
+        Raises StoreError/TimeoutError if the write failed; the lock is freed either way.
+        """
+        self._close()
+        locks = self._locks
+        value = None if text is None else Encoded(text)
+        started = locks.clock.monotonic()
+        try:
+            await locks.store.set_and_release(
+                call_key(self.callid),
+                value,
+                ttl=ttl,
+                lock_key=lock_key(self.callid),
+                token=self.token,
+            )
+        except BaseException:
+            await self.release()
+            raise
+        locks.timing.observe(locks.clock.monotonic() - started)
+
+    async def save(self, text: str, *, ttl: float) -> None:
+        """Write the encoded record and keep the lock (an interrupt then sends its break)."""
+        await self._locks.store.set(call_key(self.callid), Encoded(text), ttl=ttl)
+
+    async def release(self) -> None:
+        """Unlock without writing. Never raises: a lock we cannot free ends with its lease."""
+        self._close()
+        try:
+            await self._locks.store.release(lock_key(self.callid), self.token)
+        except (StoreError, OSError) as exc:
+            _log.warning("callid=%s: could not release the lock: %s", self.callid, brief(exc))
+
+
+class CallLocks:
+    """Opens transactions on calls."""
+
+    def __init__(self, store: Store, timing: Timing, clock: Clock, spawn: Any) -> None:
+        self.store = store
+        self.timing = timing
+        self.clock = clock
+        #: Runs a coroutine in the background, tracked (the App's ``track``).
+        self.spawn = spawn
+
+    async def open(self, callid: int, *, wait: float) -> Txn:
+        """Lock the call and read its record in one round trip.
+
+        Raises LockTimeout, StoreError or TimeoutError. Stores that do not bound
+        their own operations get an outer timer.
+        """
+        store = self.store
+        started = self.clock.monotonic()
+        op = store.acquire_and_get(
+            lock_key(callid), call_key(callid), lease=self.timing.lease, wait=wait
+        )
+        if store.bounded:
+            token, raw = await op
+        else:
+            token, raw = await asyncio.wait_for(op, timeout=wait + self.timing.budget)
+        elapsed = self.clock.monotonic() - started
+        if elapsed < self.timing.lease / 2:  # an uncontended acquire: a round trip
+            self.timing.observe(elapsed)
+        return Txn(self, callid, token, raw)
+
+    @asynccontextmanager
+    async def hold(self, callid: int, *, wait: float | None = None) -> AsyncIterator[Txn]:
+        """``async with locks.hold(callid) as txn``: the lock is always freed."""
+        txn = await self.open(
+            callid, wait=self.timing.lock_wait_outside() if wait is None else wait
+        )
+        try:
+            yield txn
+        finally:
+            if not txn._closed:
+                await txn.release()
+
+
+def brief(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:200]
