@@ -4,7 +4,8 @@ Values are kept as JSON text, which copies them and keeps the memory per call
 small. Expired keys are dropped when read and by a sweep that runs at most every
 ``sweep_interval`` seconds during normal traffic, so nothing outlives its TTL
 for long and no background task is needed. Lock entries exist only while held
-or awaited.
+or awaited. Indexes are dicts of member -> score with one TTL each, sorted when read
+(they hold the calls of one process: small).
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ import time
 from collections.abc import Callable
 
 from ..errors import StoreError
-from .base import JSON, LockToken, Store, dumps, loads, lock_timeout
+from .base import (
+    JSON,
+    LockToken,
+    Store,
+    check_score,
+    check_seconds,
+    dumps,
+    loads,
+    lock_timeout,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -42,6 +52,7 @@ class MemoryStore(Store):
     ):
         self._data: dict[str, tuple[float, str]] = {}
         self._locks: dict[str, _Lock] = {}
+        self._indexes: dict[str, tuple[float, dict[str, float]]] = {}
         self._clock = clock
         self._sweep_interval = sweep_interval
         self._next_sweep = clock() + sweep_interval
@@ -55,6 +66,12 @@ class MemoryStore(Store):
     def lock_count(self) -> int:
         return len(self._locks)
 
+    @property
+    def index_count(self) -> int:
+        """Live indexes (for tests and leak checks)."""
+        self._sweep(force=True)
+        return len(self._indexes)
+
     def _sweep(self, *, force: bool = False) -> None:
         now = self._clock()
         if not force and now < self._next_sweep:
@@ -63,6 +80,8 @@ class MemoryStore(Store):
         dead = [k for k, (exp, _) in self._data.items() if exp <= now]
         for k in dead:
             del self._data[k]
+        for k in [k for k, (exp, _) in self._indexes.items() if exp <= now]:
+            del self._indexes[k]
         # Locks whose holder never released them (a crashed task) and nobody awaits.
         stale = [k for k, lk in self._locks.items() if lk.waiters == 0 and lk.expires <= now]
         for k in stale:
@@ -160,3 +179,51 @@ class MemoryStore(Store):
         if lock.waiters == 0:
             del self._locks[key]
         return held
+
+    async def renew(self, key: str, token: LockToken, *, lease: float) -> bool:
+        check_seconds("lease", lease)
+        lock = self._locks.get(key)
+        now = self._clock()
+        if lock is None or lock.token != token or lock.expires <= now:
+            return False
+        lock.expires = now + lease
+        return True
+
+    # ------------------------------------------------------------------ indexes
+
+    def _index(self, index: str) -> dict[str, float] | None:
+        item = self._indexes.get(index)
+        if item is None:
+            return None
+        if item[0] <= self._clock():
+            del self._indexes[index]
+            return None
+        return item[1]
+
+    async def index_add(self, index: str, member: str, score: float, *, ttl: float) -> None:
+        check_score("score", score)
+        check_seconds("ttl", ttl)
+        self._sweep()
+        members = self._index(index) or {}
+        members[member] = float(score)
+        self._indexes[index] = (self._clock() + ttl, members)
+
+    async def index_remove(self, index: str, *members: str) -> None:
+        entries = self._index(index)
+        if entries is None:
+            return
+        for member in members:
+            entries.pop(member, None)
+        if not entries:  # Redis drops an empty sorted set
+            del self._indexes[index]
+
+    async def index_range(
+        self, index: str, low: float, high: float, *, limit: int = 100
+    ) -> list[tuple[str, float]]:
+        check_score("low", low)
+        check_score("high", high)
+        entries = self._index(index)
+        if entries is None or limit <= 0:
+            return []
+        hits = sorted((score, member) for member, score in entries.items() if low <= score <= high)
+        return [(member, score) for score, member in hits[:limit]]

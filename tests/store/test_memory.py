@@ -89,3 +89,23 @@ async def test_expired_key_dropped_on_read() -> None:
 
 def test_not_shared() -> None:
     assert MemoryStore.shared is False
+
+
+async def test_expired_indexes_are_swept_during_traffic() -> None:
+    clock = Clock()
+    store = MemoryStore(clock=clock, sweep_interval=1)
+    for i in range(50):
+        await store.index_add(f"idx{i}", "m", i, ttl=0.5)
+    await store.index_add("fresh", "m", 1, ttl=60)
+    clock.offset += 2
+    await store.set("k", 1, ttl=60)  # a write past the sweep interval sweeps
+    # Internal check on purpose: index_count forces a sweep and would hide a missing one.
+    assert list(store._indexes) == ["fresh"]
+    assert store.index_count == 1
+
+
+async def test_emptied_index_leaves_nothing_behind() -> None:
+    store = MemoryStore()
+    await store.index_add("idx", "a", 1, ttl=60)
+    await store.index_remove("idx", "a")
+    assert store.index_count == 0
