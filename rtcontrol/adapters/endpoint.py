@@ -280,7 +280,10 @@ class CallbackSwitch:
     On a callback path (with or without its trailing slash, never redirected):
     ``POST`` goes to the endpoint; another method goes on to ``app`` when
     ``claimed(scope)`` says one of the user's routes answers it, else gets a JSON
-    405 with ``Allow: POST``. Every other request goes on to ``app`` unchanged.
+    405 with ``Allow: POST``. A path that differs only by more trailing slashes
+    (``/callback//``) gets a 404 unless a user's route serves it: a redirect to
+    the callback would lose the platform's POST. Every other request goes on to
+    ``app`` unchanged.
     """
 
     def __init__(
@@ -294,6 +297,7 @@ class CallbackSwitch:
         self.app = app
         self.endpoint = endpoint
         self.paths = frozenset(paths)
+        self.bare = paths[0].rstrip("/")
         self.claimed = claimed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -306,6 +310,9 @@ class CallbackSwitch:
                 if not self.claimed(scope):
                     await method_not_allowed(scope, send)
                     return
+            elif self.bare and path.rstrip("/") == self.bare and not self.claimed(scope):
+                await _send_error(send, 404, "not found")
+                return
         await self.app(scope, receive, send)
 
 

@@ -60,6 +60,11 @@ class ServedApp(CallbackHandler, Protocol):
     @property
     def metrics(self) -> MetricsSource: ...
 
+    async def startup(self) -> None:
+        """Check the store and start background work; raise to refuse to start
+        (:class:`~rtcontrol.errors.StoreError` when the store is unreachable)."""
+        ...
+
     async def shutdown(self) -> None:
         """Let callbacks in flight finish, then release the store."""
         ...

@@ -158,12 +158,18 @@ class LoopClient:
     def __init__(self, api: FastAPI) -> None:
         self._runner = asyncio.Runner()
         self._client = client_for(api)
+        # engine v2 runs on_hangup after the reply: settle, so each post's handlers
+        # have run when it returns
+        self._settle = getattr(getattr(api.state, "rtcontrol", None), "settle", None)
 
     def post(self, content: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
         request_headers = {**AUTH, "Content-Type": "application/json", **(headers or {})}
-        return self._runner.run(
+        response = self._runner.run(
             self._client.post(CALLBACK, content=content, headers=request_headers)
         )
+        if self._settle is not None:
+            self._runner.run(self._settle())
+        return response
 
     def __enter__(self) -> LoopClient:
         return self

@@ -613,12 +613,15 @@ async def test_reply_is_utf8_json_and_unicode_round_trips(
 
 
 async def test_ended_call_reply_is_an_empty_json_object(
-    client: httpx.AsyncClient, counter: Counter
+    client: httpx.AsyncClient, counter: Counter, app: Any
 ) -> None:
     response = await post(client, rt_request(call_status="HANGUP"))
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {}
+    settle = getattr(app, "settle", None)  # engine v2 runs on_hangup after the reply
+    if settle is not None:
+        await settle()
     assert counter.calls == ["hangup"]
 
 
@@ -692,10 +695,14 @@ async def test_an_internal_error_answers_the_fallback(
 ) -> None:
     """The web layer's last safety net: a bug in the core still gets the caller a reply."""
 
-    async def broken(request: Any) -> bytes:
+    async def broken(request: Any) -> Any:
         raise RuntimeError(MARK)
 
-    monkeypatch.setattr(app, "handle", broken)
+    # the adapter calls handle_callback (CallbackHandler); an App without it is served
+    # through handle() by the adapters' temporary shim
+    monkeypatch.setattr(
+        app, "handle_callback" if hasattr(app, "handle_callback") else "handle", broken
+    )
     async with client_for(api) as c:
         response = await post(c, rt_request(callid=4242, cli_number="+33699887766"))
     assert response.status_code == 200

@@ -232,11 +232,11 @@ async def test_lifespan_fails_when_the_store_is_down(counter: Counter) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any, http: str = "h11") -> AsyncIterator[str]:
+async def serving(app: Any, http: str = "h11", **config_options: Any) -> AsyncIterator[str]:
     """Run uvicorn in this event loop on a free port; yields its base URL."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, http=http, ws="none", log_config=None, lifespan="on"
-    )
+    options: dict[str, Any] = {"ws": "none", "log_config": None, "lifespan": "on"}
+    options.update(config_options)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, http=http, **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
