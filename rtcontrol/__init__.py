@@ -5,6 +5,8 @@ The public surface is re-exported here; everything else is internal.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .app import App
 from .commands import (
     Command,
@@ -39,6 +41,7 @@ from .errors import (
     JSONRPCError,
     LockTimeout,
     OutcomeUnknown,
+    OutputError,
     RegistrationError,
     RtcontrolError,
     StoreError,
@@ -58,11 +61,37 @@ from .results import (
     ReadTimeout,
     Recording,
 )
-from .rpc import BroadcastOptions, CallrClient, RealtimeOptions, SyncCallrClient
 from .settings import Settings
 from .store import MemoryStore, Store
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:
+    from .rpc import BroadcastOptions, CallrClient, RealtimeOptions, SyncCallrClient
+
+__version__ = "0.2.0"
+
+#: Loaded on first use, so ``import rtcontrol`` loads no HTTP client.
+_LAZY = {
+    "BroadcastOptions": "rpc",
+    "CallrClient": "rpc",
+    "RealtimeOptions": "rpc",
+    "SyncCallrClient": "rpc",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rtcontrol' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "ApiError",
@@ -91,6 +120,7 @@ __all__ = [
     "Nothing",
     "Outcome",
     "OutcomeUnknown",
+    "OutputError",
     "RTRequest",
     "RTResponse",
     "ReadTimeout",

@@ -245,10 +245,7 @@ class App:
 
     def asgi(self, path: str = "/callback") -> Any:
         """A standalone FastAPI app serving the callback route, /healthz and /metrics."""
-        try:  # TEMPORARY until the adapters package lands
-            from .adapters.fastapi import create_asgi
-        except ImportError:
-            from .web import create_asgi  # type: ignore[no-redef]
+        from .adapters.fastapi import create_asgi
 
         self.serving = True
         return create_asgi(self, path=path)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..commands import Command
 from ..errors import OutputError, RtcontrolError, StoreError
@@ -30,12 +30,10 @@ from ..events import CommandDelivered
 from ..validate import encode_json
 from . import keys
 from .call import Call
+from .parts import EngineParts
 from .records import ActionKind, Pending
 from .runner import Scope
 from .transaction import brief
-
-if TYPE_CHECKING:
-    from .engine import Engine
 
 __all__ = ["Deliveries"]
 
@@ -47,7 +45,7 @@ ATTEMPTS = 5
 
 
 class Deliveries:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineParts) -> None:
         self.engine = engine
         self._running: dict[int, asyncio.Task[None]] = {}
 
@@ -210,7 +208,7 @@ class Deliveries:
         )
 
 
-def _to_bye(engine: Engine, command: Command) -> Command:
+def _to_bye(engine: EngineParts, command: Command) -> Command:
     """A fallback delivered later still says goodbye after its apology."""
     from dataclasses import replace
 

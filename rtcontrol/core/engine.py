@@ -28,7 +28,6 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..commands import Command, hangup
@@ -52,6 +51,7 @@ from .delivery import Deliveries
 from .flow import FlowSpec, Handler
 from .hangups import Hangups
 from .outbound import Binding, Bindings
+from .parts import Decision
 from .ports import CallControl, Clock, Reply, SystemClock
 from .records import Action, ActionKind, CallRecord, HoldTicket, Interrupt
 from .registry import Registry, step_name
@@ -64,19 +64,6 @@ __all__ = ["Decision", "Engine"]
 app_log = logging.getLogger("rtcontrol.app")
 handler_log = logging.getLogger("rtcontrol.handler")
 callback_log = logging.getLogger("rtcontrol.callback")
-
-
-@dataclass(slots=True)
-class Decision:
-    """What a callback gets, and what to do once the record is durable."""
-
-    body: bytes
-    disposition: Disposition
-    step: str
-    #: The record to write, encoded; None: write nothing (only unlock).
-    text: str | None = None
-    status: int = 200
-    after: Callable[[], None] | None = None
 
 
 class Engine:
@@ -111,7 +98,7 @@ class Engine:
         self.locks = CallLocks(store, self.timing, self.clock, self.spawn)
         self.bindings = Bindings(store, settings, self.clock)
         self.deliveries = Deliveries(self)
-        self.hangups = Hangups(self)
+        self.hangups = Hangups(self, self.deliveries.cancel)
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()

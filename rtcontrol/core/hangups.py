@@ -26,8 +26,9 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import StoreError
 from ..events import CallTerminated, Disposition, HangupHandled
@@ -35,11 +36,9 @@ from ..protocol import RTRequest
 from ..validate import encode_json
 from . import keys
 from .call import Call
+from .parts import Decision, EngineParts
 from .records import CallRecord, HangupTicket
 from .transaction import brief
-
-if TYPE_CHECKING:
-    from .engine import Decision, Engine
 
 __all__ = ["Hangups"]
 
@@ -54,8 +53,10 @@ REFUSED_BODY = b'{"error":"store unavailable: hang-up kept for retry"}'
 
 
 class Hangups:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: EngineParts, cancel_slow: Callable[[int], None]) -> None:
         self.engine = engine
+        #: Stops the slow handler of an ended call.
+        self.cancel_slow = cancel_slow
         self._janitor: asyncio.Task[None] | None = None
         self._kept: set[int] = set()
         self._runs: set[int] = set()
@@ -64,8 +65,6 @@ class Hangups:
 
     async def begin(self, req: RTRequest, record: CallRecord | None) -> Decision:
         """Mark the call ended (under its lock) and plan ``on_hangup``."""
-        from .engine import Decision
-
         engine = self.engine
         answered = record is not None
         if record is None:
@@ -74,7 +73,7 @@ class Hangups:
         record.interrupt = record.hold = record.pending = None
         due = engine.clock.wall() + engine.settings.hangup_budget + GRACE
         record.hangup = HangupTicket(req.model_dump(mode="json"), due)
-        engine.deliveries.cancel(req.callid)
+        self.cancel_slow(req.callid)
         text = encode_json(record.to_json(), "call record")
         flow, state = record.flow, record.state
 
@@ -113,8 +112,6 @@ class Hangups:
 
     def keep(self, req: RTRequest, exc: BaseException) -> Decision:
         """The terminal event could not be made durable: 503, and retry it here."""
-        from .engine import Decision
-
         app_log.error(
             "callid=%s: hang-up not recorded yet (%s): kept by this worker and retried",
             req.callid,

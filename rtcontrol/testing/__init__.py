@@ -113,6 +113,7 @@ class EmulatedPlatform:
         self._emulator = emu
         self._client = client
         app.client = client
+        app.serving = True  # the emulator calls this very process back
         self.app_hash = emu.create_app(app_url, login=login, password=password).hash
         if not app.settings.app_hash:  # so start_call works without passing app_hash
             app.settings = app.settings.model_copy(update={"app_hash": self.app_hash})
