@@ -18,12 +18,12 @@ about what nobody knows: every UNKNOWN/INFERENCE behaviour is a field of
 from __future__ import annotations
 
 from .apps import App, RPCFault
-from .bridge import Rooms
 from .broadcast import Broadcast
 from .call import EmulatedCall
 from .callee import Action, Answer, Callee, HangUp, Leave, Press, Silence, Speak
 from .clock import Clock, ScaledClock
 from .emulator import Emulator
+from .rooms import Rooms
 from .rpc import RPC_PATH, build_rpc_app, handle_rpc
 from .server import LocalServer, serve
 from .settings import DEFAULT_API_KEY, DEFAULT_LOGIN, DEFAULT_PASSWORD, EmulatorSettings

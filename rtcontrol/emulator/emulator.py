@@ -36,11 +36,11 @@ from .apps import (
     check_target,
     format_datetime,
 )
-from .bridge import Rooms
 from .broadcast import Broadcast
 from .call import EmulatedCall
 from .callee import Callee
 from .clock import Clock, ScaledClock
+from .rooms import Rooms
 from .runtime import Leg
 from .settings import EmulatorSettings
 from .transcript import Transcript

@@ -17,7 +17,7 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,17 +25,44 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .apps import RPCFault
+from .settings import EmulatorSettings
 from .wire import decode_json
 
-if TYPE_CHECKING:
-    from .emulator import Emulator
-
-__all__ = ["METHODS", "RPC_PATH", "build_rpc_app", "handle_rpc"]
+__all__ = ["METHODS", "RPC_PATH", "RPCBackend", "build_rpc_app", "handle_rpc"]
 
 #: The path of CALLR's endpoint (``https://api.callr.com/json-rpc/v1.1/``); ``/`` works too.
 RPC_PATH = "/json-rpc/v1.1/"
 _MEDIA_TYPE = "application/json-rpc; charset=utf-8"
 _log = logging.getLogger("rtcontrol.emulator.rpc")
+
+
+class RPCBackend(Protocol):
+    """What the JSON-RPC server needs of the platform (:class:`Emulator` is one).
+
+    Each method takes the JSON-RPC positional params as they arrive and returns the JSON
+    ``result``; it raises :class:`RPCFault` for a CALLR error.
+    """
+
+    @property
+    def settings(self) -> EmulatorSettings: ...
+
+    def get_timestamp(self) -> int: ...
+
+    def apps_create(self, app_type: Any, name: Any, params: Any = None) -> dict[str, Any]: ...
+
+    def apps_edit(self, app_hash: Any, name: Any = None, params: Any = None) -> dict[str, Any]: ...
+
+    def apps_get_list(self, details: Any = False) -> list[dict[str, Any]]: ...
+
+    def realtime(self, app: Any, target: Any, options: Any = None) -> str: ...
+
+    def break_call(self, callid: Any, options: Any = None) -> bool: ...
+
+    def hangup_call(self, callid: Any, options: Any = None) -> bool: ...
+
+    def broadcast(self, target: Any, messages: Any, options: Any = None) -> str: ...
+
+    def get_status(self, request_id: Any) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +74,7 @@ class Method:
     run: Callable[..., Any]
 
 
-def _methods(emu: Emulator) -> dict[str, Method]:
+def _methods(emu: RPCBackend) -> dict[str, Method]:
     realtime = Method(("app", "target", "options"), 2, emu.realtime)
     broadcast = Method(("target", "messages", "options"), 2, emu.broadcast)
     return {
@@ -81,7 +108,7 @@ METHODS = (
 )
 
 
-def authorized(emu: Emulator, header: str | None) -> bool:
+def authorized(emu: RPCBackend, header: str | None) -> bool:
     """Check ``Authorization`` against the configured logins and API keys."""
     if not emu.settings.rpc_auth:
         return True
@@ -99,7 +126,7 @@ def authorized(emu: Emulator, header: str | None) -> bool:
     return False
 
 
-def _error(emu: Emulator, rpc_id: Any, token: str, message: str) -> dict[str, Any]:
+def _error(emu: RPCBackend, rpc_id: Any, token: str, message: str) -> dict[str, Any]:
     error = {"code": emu.settings.rpc_code(token), "message": message}
     return {"jsonrpc": "2.0", "id": rpc_id, "error": error}
 
@@ -115,7 +142,7 @@ def _call(method: Method, params: list[Any]) -> Any:
     return method.run(*params)
 
 
-def handle_rpc(emu: Emulator, raw: bytes) -> dict[str, Any]:
+def handle_rpc(emu: RPCBackend, raw: bytes) -> dict[str, Any]:
     """Answer one JSON-RPC request body (authentication already checked)."""
     try:
         body = decode_json(raw)
@@ -152,7 +179,7 @@ def handle_rpc(emu: Emulator, raw: bytes) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": rpc_id, "result": result}
 
 
-def build_rpc_app(emu: Emulator) -> Starlette:
+def build_rpc_app(emu: RPCBackend) -> Starlette:
     """The ASGI app: ``POST /json-rpc/v1.1/`` (and ``POST /``)."""
 
     async def endpoint(request: Request) -> Response:

@@ -13,17 +13,15 @@ import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from rtcontrol.media import Media
 
 from .callee import Action, Callee, HangUp, Script, Silence
 from .clock import Clock
+from .rooms import Rooms
 from .settings import EmulatorSettings
 from .transcript import EventKind
-
-if TYPE_CHECKING:
-    from .bridge import Rooms
 
 __all__ = ["CommandContext", "EndCall", "Leg", "Services", "media_seconds"]
 
