@@ -34,7 +34,7 @@ from redis.exceptions import ClusterDownError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ..errors import ConfigurationError, StoreError
-from .redis import RedisStore, parse_options, url_secret
+from .redis import FAST_HANDSHAKE, RedisStore, parse_options, url_secret
 
 __all__ = ["CLUSTER_SCHEMES", "ClusterStore", "parse_cluster_nodes"]
 
@@ -136,6 +136,8 @@ class ClusterStore(RedisStore):
         kwargs.setdefault("socket_connect_timeout", connect_timeout)
         kwargs.setdefault("retry", Retry(NoBackoff(), 1))
         kwargs.setdefault("max_connections", MAX_CONNECTIONS_PER_NODE)
+        for name, value in FAST_HANDSHAKE.items():
+            kwargs.setdefault(name, value)
         nodes = [ClusterNode(host, port) for host, port in parse_cluster_nodes(url)]
         client = _Cluster(startup_nodes=nodes, **kwargs)
         return cls(

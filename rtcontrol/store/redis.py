@@ -21,11 +21,12 @@ Design notes (why, not what):
 * Time bounds come from redis-py's own socket timeouts, never from an asyncio timer
   around a call: cancelling a read mid-reply throws the connection away, and under
   latency every fresh connection would be cancelled in turn, so a slow Redis would look
-  dead. ``connect_timeout`` bounds opening a connection (TCP and its handshake are
-  counted apart from the round trip); ``timeout`` bounds each read and write once
-  connected. Connections stay pooled and warm. A broken connection (Redis restarted) is
-  retried once on a fresh one; a timeout is not retried, so a hung Redis costs one
-  ``timeout``, not two.
+  dead. ``connect_timeout`` bounds opening the TCP connection, apart from the round
+  trips; ``timeout`` bounds each read and write once connected. Connections stay pooled
+  and warm, and a new one is used at once: no handshake (RESP2, no client info) unless
+  a password (``AUTH``) or a database (``SELECT``) needs one, each a round trip bounded
+  by ``timeout``. A broken connection (Redis restarted) is retried once on a fresh one;
+  a timeout is not retried, so a hung Redis costs one ``timeout``, not two.
 * An acquire whose answer never came (timeout, broken connection, cancelled) may still
   have taken the lock on the server. Its token is released (compare-and-delete) by a
   tracked background task, so no lock outlives an acquire that gave up; the lease
@@ -50,13 +51,15 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
-    ConnectionError as RedisConnectionError,
-)
-from redis.exceptions import (
+    ClusterCrossSlotError,
+    CrossSlotTransactionError,
     NoScriptError,
     RedisClusterException,
     RedisError,
     WatchError,
+)
+from redis.exceptions import (
+    ConnectionError as RedisConnectionError,
 )
 from redis.exceptions import (
     TimeoutError as RedisTimeoutError,
@@ -77,7 +80,7 @@ from .base import (
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_TIMEOUT", "RedisStore", "Script"]
 
 T = TypeVar("T")
-log = logging.getLogger("rtcontrol.store")
+_log = logging.getLogger("rtcontrol.store")
 
 #: Seconds one round trip may take once connected (``?timeout=``).
 DEFAULT_TIMEOUT = 1.0
@@ -99,6 +102,12 @@ PASS_THROUGH = frozenset(
         "ssl_check_hostname",
     }
 )
+
+#: A new connection is usable at once: no ``HELLO 3``, no ``CLIENT MAINT_NOTIFICATIONS``
+#: (RESP3 only, for Redis Enterprise), no ``CLIENT SETINFO``. Each of those is a round
+#: trip before the first command, which a slow Redis makes expensive exactly when
+#: connections are being replaced. RESP2 is all the store needs.
+FAST_HANDSHAKE: dict[str, Any] = {"protocol": 2, "driver_info": None}
 
 _MAX_RELEASES = 64  # background releases in flight; past that the lease frees the lock
 
@@ -179,6 +188,13 @@ def _score(value: float) -> str:
     if math.isinf(value):
         return "+inf" if value > 0 else "-inf"
     return repr(float(value))
+
+
+def _cross_slot(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, ClusterCrossSlotError | CrossSlotTransactionError) or (
+        "same key slot" in text or "same slot" in text
+    )
 
 
 def _text(raw: object) -> str:
@@ -303,6 +319,8 @@ class RedisStore(Store):
         # sockets are dead after a Redis restart. A timeout is not retried: a hung Redis
         # would cost twice the bound (and the default, 3 retries with backoff, far more).
         kwargs.setdefault("retry", Retry(NoBackoff(), 1, (RedisConnectionError,)))
+        for name, value in FAST_HANDSHAKE.items():
+            kwargs.setdefault(name, value)
         secret = url_secret(url, kwargs.get("password"))
         client = aioredis.from_url(clean, **kwargs)
         return cls(
@@ -347,8 +365,8 @@ class RedisStore(Store):
             else:
                 why = f"no answer within {self._timeout:g}s"
             raise StoreUnavailable(f"{self.kind} {op}: {why}") from exc
-        except RedisClusterException as exc:
-            if "slot" in str(exc).lower():
+        except (RedisClusterException, ClusterCrossSlotError) as exc:
+            if _cross_slot(exc):  # keys that cannot go together: a bug, not an outage
                 raise StoreError(f"{self.kind} {op}: {self._describe(exc)}") from exc
             raise StoreUnavailable(f"{self.kind} {op}: {self._describe(exc)}") from exc
         except (RedisError, OSError) as exc:
@@ -465,7 +483,7 @@ class RedisStore(Store):
     def _release_later(self, lock: str, token: LockToken) -> None:
         """Compare-and-delete ``lock`` for ``token`` in a tracked background task."""
         if len(self._releases) >= _MAX_RELEASES:
-            log.warning("store: too many pending lock releases; %r left to its lease", lock)
+            _log.warning("store: too many pending lock releases; %r left to its lease", lock)
             return
         task = asyncio.get_running_loop().create_task(self._release_abandoned(lock, token))
         self._releases.add(task)
@@ -475,12 +493,14 @@ class RedisStore(Store):
         try:
             await self._eval("release", _RELEASE, [lock], [token])
         except StoreError as exc:
-            log.warning("store: abandoned lock %r not released (%s); its lease frees it", lock, exc)
+            _log.warning(
+                "store: abandoned lock %r not released (%s); its lease frees it", lock, exc
+            )
 
     def _release_done(self, task: asyncio.Task[None]) -> None:
         self._releases.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("store: background release failed: %s", self._describe(exc))
+            _log.error("store: background release failed: %s", self._describe(exc))
 
     async def acquire(self, key: str, *, lease: float, wait: float) -> LockToken:
         token, _ = await self._acquire(key, None, lease, wait)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -13,8 +14,8 @@ import redis
 from redis.asyncio.connection import AbstractConnection
 from redis_server import RedisServer, free_port
 
-from rtcontrol.errors import LockTimeout, StoreError, StoreUnavailable
-from rtcontrol.store import open_store
+from rtcontrol.errors import ConfigurationError, LockTimeout, StoreError, StoreUnavailable
+from rtcontrol.store import Encoded, MemoryStore, Store, open_store
 from rtcontrol.store.redis import _ACQUIRE, RedisStore
 
 pytestmark = pytest.mark.redis
@@ -345,3 +346,112 @@ async def test_update_survives_restart_mid_flight(
         assert await store.update("n", lambda old: (old or 0) + 10, ttl=60) == 10
     finally:
         await store.close()
+
+
+# ---------------------------------------------------------------------- settings
+
+
+def _socket_timeouts(store: Store) -> tuple[float, float]:
+    assert isinstance(store, RedisStore)
+    kw = store._client.connection_pool.connection_kwargs  # type: ignore[union-attr]
+    return kw["socket_timeout"], kw["socket_connect_timeout"]
+
+
+@pytest.mark.parametrize(
+    ("query", "args", "expected"),
+    [
+        ("", {}, (1.0, 2.0)),  # defaults
+        ("", {"timeout": 0.3, "connect_timeout": 0.7}, (0.3, 0.7)),
+        ("?timeout=0.5", {"timeout": 0.3, "connect_timeout": 0.7}, (0.5, 0.7)),
+        ("?connect_timeout=3", {"timeout": 0.3}, (0.3, 3.0)),
+        ("?timeout=0.25&connect_timeout=4", {"timeout": 9, "connect_timeout": 9}, (0.25, 4.0)),
+    ],
+)
+async def test_timeouts_from_url_then_arguments_then_defaults(
+    redis_url: str, query: str, args: dict[str, float], expected: tuple[float, float]
+) -> None:
+    store = open_store(redis_url + query, **args)
+    try:
+        assert isinstance(store, RedisStore)
+        assert (store.timeout, store.connect_timeout) == expected
+        assert _socket_timeouts(store) == expected  # the bounds redis-py applies
+        await store.ping()  # our parameters never reach redis-py's URL parser
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "args", "named"),
+    [
+        ("redis://u:S3cr3t@127.0.0.1:1/0?bogus=1", {}, "'bogus'"),
+        ("redis://u:S3cr3t@127.0.0.1:1/0?socket_timeout=1", {}, "'socket_timeout'"),
+        ("redis://u:S3cr3t@127.0.0.1:1/0?timeout=0", {}, "timeout"),
+        ("redis://u:S3cr3t@127.0.0.1:1/0?timeout=abc", {}, "timeout"),
+        ("redis://u:S3cr3t@127.0.0.1:1/0?timeout=nan", {}, "timeout"),
+        ("redis://u:S3cr3t@127.0.0.1:1/0?connect_timeout=-1", {}, "connect_timeout"),
+        ("redis://u:S3cr3t@127.0.0.1:1/0", {"timeout": 0}, "timeout"),
+        ("redis://u:S3cr3t@127.0.0.1:1/0", {"connect_timeout": math.inf}, "connect_timeout"),
+        ("memory://?bogus=1", {}, "'bogus'"),
+        ("mysql://u:S3cr3t@host/db", {}, "'mysql'"),
+    ],
+)
+def test_bad_store_settings_are_configuration_errors(
+    url: str, args: dict[str, float], named: str
+) -> None:
+    with pytest.raises(ConfigurationError) as err:
+        open_store(url, **args)
+    assert named in str(err.value)
+    assert "S3cr3t" not in str(err.value)
+
+
+def test_memory_store_accepts_and_ignores_timeouts() -> None:
+    assert isinstance(open_store("memory://?timeout=0.5", timeout=2), MemoryStore)
+
+
+async def test_db_in_the_query_passes_through(redis_url: str, raw: redis.Redis) -> None:
+    base = redis_url.rsplit("/", 1)[0]
+    store = open_store(f"{base}?db=3&timeout=2")
+    try:
+        await store.set("db3-probe", 1, ttl=60)
+        with redis.Redis.from_url(f"{base}/3", decode_responses=True) as db3:
+            assert db3.get("db3-probe") == "1"
+            db3.delete("db3-probe")
+        assert raw.get("db3-probe") is None
+    finally:
+        await store.close()
+
+
+async def test_encoded_text_is_stored_verbatim(
+    store: RedisStore, raw: redis.Redis, redis_prefix: str
+) -> None:
+    await store.set("k", Encoded('{"a":1}'), ttl=60)
+    assert raw.get(f"{redis_prefix}k") == '{"a":1}'
+
+
+async def test_index_is_a_sorted_set_with_a_ttl(
+    store: RedisStore, raw: redis.Redis, redis_prefix: str, trips: Trips
+) -> None:
+    await store.index_add("idx", "m", 5.5, ttl=30)  # first use: the script goes whole
+    trips.names()
+    await store.index_add("idx", "n", 6, ttl=30)
+    assert trips.names() == ["EVALSHA"]  # ZADD and PEXPIRE in one round trip
+    assert raw.zrange(f"{redis_prefix}idx", 0, -1, withscores=True) == [("m", 5.5), ("n", 6.0)]
+    assert 29_000 < raw.pttl(f"{redis_prefix}idx") <= 30_000
+    await store.index_range("idx", 0, 10)
+    assert trips.names() == ["ZRANGEBYSCORE"]
+    await store.index_remove("idx", "m")
+    assert trips.names() == ["ZREM"]
+    await store.index_remove("idx")
+    assert trips.names() == []  # nothing to remove: no round trip
+
+
+async def test_renew_sets_the_lease_in_one_round_trip(
+    store: RedisStore, raw: redis.Redis, redis_prefix: str, trips: Trips
+) -> None:
+    token = await store.acquire("L", lease=1, wait=0)
+    assert await store.renew("L", token, lease=20)  # first use: the script goes whole
+    trips.names()
+    assert await store.renew("L", token, lease=30)
+    assert trips.names() == ["EVALSHA"]
+    assert 29_000 < raw.pttl(f"{redis_prefix}L") <= 30_000
+    assert raw.get(f"{redis_prefix}L") == token
