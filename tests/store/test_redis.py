@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -408,15 +409,18 @@ def test_memory_store_accepts_and_ignores_timeouts() -> None:
     assert isinstance(open_store("memory://?timeout=0.5", timeout=2), MemoryStore)
 
 
-async def test_db_in_the_query_passes_through(redis_url: str, raw: redis.Redis) -> None:
-    base = redis_url.rsplit("/", 1)[0]
+async def test_db_in_the_query_passes_through(
+    redis_url: str, raw: redis.Redis, redis_prefix: str
+) -> None:
+    base = urlunsplit(urlsplit(redis_url)._replace(path="", query=""))
+    key = f"{redis_prefix}db3-probe"
     store = open_store(f"{base}?db=3&timeout=2")
     try:
-        await store.set("db3-probe", 1, ttl=60)
+        await store.set(key, 1, ttl=60)
         with redis.Redis.from_url(f"{base}/3", decode_responses=True) as db3:
-            assert db3.get("db3-probe") == "1"
-            db3.delete("db3-probe")
-        assert raw.get("db3-probe") is None
+            assert db3.get(key) == "1"
+            db3.delete(key)
+        assert raw.get(key) is None  # not in the session's database
     finally:
         await store.close()
 
