@@ -44,7 +44,7 @@ import random
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
@@ -247,7 +247,8 @@ def parse_options(
         connect_timeout = own["connect_timeout"]
     elif connect_timeout is not None:
         connect_timeout = _seconds("connect_timeout", connect_timeout)
-    clean = urlunsplit(parts._replace(query=urlencode(rest)))
+    base = url.partition("?")[0]  # not urlunsplit: it would rewrite unix:///path
+    clean = f"{base}?{urlencode(rest)}" if rest else base
     return (
         clean,
         DEFAULT_TIMEOUT if timeout is None else timeout,

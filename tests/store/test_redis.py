@@ -459,3 +459,19 @@ async def test_renew_sets_the_lease_in_one_round_trip(
     assert trips.names() == ["EVALSHA"]
     assert 29_000 < raw.pttl(f"{redis_prefix}L") <= 30_000
     assert raw.get(f"{redis_prefix}L") == token
+
+
+async def test_unix_socket_url_with_settings(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_server_factory(args=["--unixsocket", "redis.sock", "--unixsocketperm", "700"])
+    path = server.dir / "redis.sock"
+    store = open_store(f"unix://{path}?db=2&timeout=0.5", connect_timeout=1.5)
+    try:
+        assert isinstance(store, RedisStore)
+        assert _socket_timeouts(store) == (0.5, 1.5)
+        await store.set("k", "over a unix socket", ttl=60)
+        with redis.Redis(unix_socket_path=str(path), db=2, decode_responses=True) as db2:
+            assert db2.get("k") == '"over a unix socket"'
+    finally:
+        await store.close()
