@@ -24,12 +24,11 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from ..core.ports import Reply
+from ..core.ports import CallbackHandler, Reply
 from ..errors import ConfigurationError
 from ..logs import app_log, handler_log
 from ..protocol import RTRequest
 from . import process
-from ._legacy import as_handler
 from .ports import AdapterSettings, ServedApp
 
 __all__ = [
@@ -194,7 +193,7 @@ class CallbackEndpoint:
 
     def __init__(self, app: ServedApp) -> None:
         self.app = app
-        self.handler = as_handler(app)  # TEMPORARY shim (see _legacy.py): app itself soon
+        self.handler: CallbackHandler = app
         self.auth = auth_for(app)
         self.limit = app.settings.max_body
         self.gate = process.ProcessGate(app.store)

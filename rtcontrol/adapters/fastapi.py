@@ -422,9 +422,8 @@ def create_asgi(app: ServedApp, path: str = "/callback") -> RtcontrolAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        start = getattr(app, "startup", None)  # TEMPORARY: an App without startup() (shim)
         try:  # Redis down at start-up: fail now, not on the first call
-            await (app.store.ping() if start is None else app.startup())
+            await app.startup()
         except StoreError as exc:
             app_log.error(
                 "cannot start: the store is unreachable (%s); check RTCONTROL_STORE_URL", exc

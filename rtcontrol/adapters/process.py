@@ -5,10 +5,12 @@ processes serve one app (``uvicorn --workers 3``, gunicorn with uvicorn workers,
 server that forks), each would see only its own calls. The number of processes is
 not always configured (``RTCONTROL_WORKERS``), so it is detected:
 
-processes that serve one app share its listening socket. For each listening TCP or
-unix socket this process holds (``/proc/self/fd`` -> ``socket:[inode]``, LISTEN
-state from ``/proc/net/tcp``, ``tcp6`` and ``unix``), a non-blocking ``flock`` is
-taken on ``<tmp>/rtcontrol-<uid>/socket-<inode>.lock`` and kept for the life of the
+processes that serve one app share its server socket. For each server socket this
+process holds (``/proc/self/fd``; a TCP or unix stream socket that listens, or is
+bound and not connected: ``uvicorn --workers`` binds in the supervisor and each
+worker listens only after its start-up, so ``/proc/net/tcp``, which omits bound
+sockets, would miss it), a non-blocking ``flock`` is taken on
+``<tmp>/rtcontrol-<uid>/socket-<inode>.lock`` and kept for the life of the
 process. If another live process holds one, this process refuses to serve. A
 crashed holder releases its lock with its last file descriptor, so a restarted
 worker is never refused by a dead one; socket inodes are not reused, so a lock
@@ -23,8 +25,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import os
+import socket
 import stat
 import sys
 import tempfile
@@ -33,16 +35,21 @@ from pathlib import Path
 from ..logs import app_log
 from .ports import StoreProbe
 
-__all__ = ["EPOCH", "ProcessGate", "claim_listeners", "runtime_dir", "split_state_message"]
+__all__ = [
+    "EPOCH",
+    "ProcessGate",
+    "claim_listeners",
+    "runtime_dir",
+    "server_sockets",
+    "split_state_message",
+]
 
 #: Bumped in a forked child: per-process checks made before the fork are void there.
 EPOCH = 0
 
-#: Listening sockets this process has claimed: inode -> (lock file descriptor, path).
+#: Server sockets this process has claimed: inode -> (lock file descriptor, path).
 _held: dict[int, tuple[int, Path]] = {}
 
-_LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp{,6}
-_ACCEPTCON = 0x10000  # __SO_ACCEPTCON in /proc/net/unix: a listening unix socket
 _SWEEP_LIMIT = 200  # stale lock files removed per claim, at most
 
 
@@ -60,7 +67,7 @@ def runtime_dir() -> Path:
 
 
 def claim_listeners() -> str | None:
-    """Claim this process's listening sockets; the refusal message if another process
+    """Claim this process's server sockets; the refusal message if another process
     already serves one of them, else None (also when the check cannot run)."""
     if sys.platform != "linux" or not os.path.isdir("/proc/self/fd"):
         app_log.debug("not checking for other processes serving this app: needs Linux /proc")
@@ -73,7 +80,7 @@ def claim_listeners() -> str | None:
 
 
 def _claim() -> str | None:
-    mine, listening = _listening_sockets(_socket_inodes())
+    mine = server_sockets()
     for inode in [i for i in _held if i not in mine]:  # sockets closed since: let go
         _release(inode)
     fresh = {inode: what for inode, what in mine.items() if inode not in _held}
@@ -90,66 +97,64 @@ def _claim() -> str | None:
             other = f"process {holder}" if holder else "another process"
             return (
                 f"several processes serve this app: this one and {other} share the "
-                f"listening socket {what} (uvicorn --workers, gunicorn workers or a fork); "
+                f"socket {what} (uvicorn --workers, gunicorn workers or a fork); "
                 + split_state_message("worker processes")
             )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         _held[inode] = (fd, path)
-    _sweep(directory, listening)
+    _sweep(directory)
     return None
 
 
-def _socket_inodes() -> set[int]:
-    inodes: set[int] = set()
+def server_sockets() -> dict[int, str]:
+    """This process's server sockets: inode -> description (``TCP 127.0.0.1:8000``)."""
+    found: dict[int, str] = {}
     for name in os.listdir("/proc/self/fd"):
         try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:  # closed meanwhile (the directory listing's own descriptor)
-            continue
-        if target.startswith("socket:[") and target.endswith("]"):
-            inodes.add(int(target[8:-1]))
-    return inodes
-
-
-def _listening_sockets(held: set[int]) -> tuple[dict[int, str], set[int]]:
-    """(listening sockets this process holds: inode -> description, every listening inode)."""
-    mine: dict[int, str] = {}
-    listening: set[int] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for fields in _rows(table):
-            if len(fields) < 10 or fields[3] != _LISTEN:
+            fd = int(name)
+            if not stat.S_ISSOCK(os.fstat(fd).st_mode):
                 continue
-            inode = int(fields[9])
-            listening.add(inode)
-            if inode in held:
-                mine[inode] = f"TCP {_address(fields[1])}"
-    for fields in _rows("/proc/net/unix"):
-        if len(fields) < 7 or not int(fields[3], 16) & _ACCEPTCON:
+            inode = os.fstat(fd).st_ino
+            what = _describe_server(fd)
+        except (OSError, ValueError):  # closed meanwhile (the listing's own descriptor)
             continue
-        inode = int(fields[6])
-        listening.add(inode)
-        if inode in held:
-            mine[inode] = f"unix {fields[7] if len(fields) > 7 else '(unnamed)'}"
-    return mine, listening
+        if what is not None:
+            found[inode] = what
+    return found
 
 
-def _rows(table: str) -> list[list[str]]:
+def _describe_server(fd: int) -> str | None:
+    """``fd``'s address if it is a server socket: stream, bound, not connected."""
+    duplicate = os.dup(fd)  # closing the duplicate leaves ``fd`` open
     try:
-        with open(table, encoding="ascii", errors="replace") as f:
-            return [line.split() for line in f.readlines()[1:]]
-    except OSError:  # no IPv6, or a restricted /proc
-        return []
+        sock = socket.socket(fileno=duplicate)
+    except OSError:
+        os.close(duplicate)
+        raise
+    try:
+        if sock.type != socket.SOCK_STREAM or sock.family not in _FAMILIES:
+            return None
+        address = sock.getsockname()
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            try:
+                sock.getpeername()
+            except OSError:  # not connected: a server socket before listen()
+                pass
+            else:
+                return None
+        if sock.family == socket.AF_UNIX:
+            name = address.decode(errors="replace") if isinstance(address, bytes) else address
+            return f"unix {name}" if name else None
+        host, port = address[0], address[1]
+        if not port:
+            return None
+        return f"TCP [{host}]:{port}" if sock.family == socket.AF_INET6 else f"TCP {host}:{port}"
+    finally:
+        sock.close()
 
 
-def _address(hex_address: str) -> str:
-    """``0100007F:1F40`` -> ``127.0.0.1:8000`` (kernel byte order, 32-bit words)."""
-    host, _, port = hex_address.partition(":")
-    raw = bytes.fromhex(host)
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    if len(words) == 4:
-        return f"{ipaddress.IPv4Address(words)}:{int(port, 16)}"
-    return f"[{ipaddress.IPv6Address(words)}]:{int(port, 16)}"
+_FAMILIES = frozenset({socket.AF_INET, socket.AF_INET6, getattr(socket, "AF_UNIX", -1)})
 
 
 def _private_dir(path: Path) -> Path | None:
@@ -213,8 +218,9 @@ def _release(inode: int) -> None:
         os.close(fd)
 
 
-def _sweep(directory: Path, listening: set[int]) -> None:
-    """Remove lock files of sockets that no longer listen, unless someone holds them."""
+def _sweep(directory: Path) -> None:
+    """Remove lock files nobody holds (their process ended). Safe against a process
+    locking one meanwhile: :func:`_try_lock` checks the path after locking."""
     import fcntl
 
     removed = 0
@@ -224,7 +230,7 @@ def _sweep(directory: Path, listening: set[int]) -> None:
             if not (name.startswith("socket-") and name.endswith(".lock")):
                 continue
             number = name[7:-5]
-            if not number.isdigit() or int(number) in listening or int(number) in _held:
+            if not number.isdigit() or int(number) in _held:
                 continue
             try:
                 fd = os.open(entry.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)

@@ -619,9 +619,7 @@ async def test_ended_call_reply_is_an_empty_json_object(
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {}
-    settle = getattr(app, "settle", None)  # engine v2 runs on_hangup after the reply
-    if settle is not None:
-        await settle()
+    await app.settle()  # on_hangup runs after the reply
     assert counter.calls == ["hangup"]
 
 
@@ -698,11 +696,7 @@ async def test_an_internal_error_answers_the_fallback(
     async def broken(request: Any) -> Any:
         raise RuntimeError(MARK)
 
-    # the adapter calls handle_callback (CallbackHandler); an App without it is served
-    # through handle() by the adapters' temporary shim
-    monkeypatch.setattr(
-        app, "handle_callback" if hasattr(app, "handle_callback") else "handle", broken
-    )
+    monkeypatch.setattr(app, "handle_callback", broken)  # what the adapter calls
     async with client_for(api) as c:
         response = await post(c, rt_request(callid=4242, cli_number="+33699887766"))
     assert response.status_code == 200
