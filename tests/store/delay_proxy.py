@@ -7,7 +7,8 @@ order, in each direction (``up_delay``: client to server, ``down_delay``: server
 client). The delays can be changed at any time and apply to chunks read from then on.
 ``accepted`` counts the connections clients opened, so a test can tell a warm
 connection from a new one; ``wait_delivered(n)`` waits until ``n`` chunks reached the
-server (the request is there, whatever happens to the answer).
+server (the request is there, whatever happens to the answer). ``cut()`` breaks every
+open connection, and while ``refusing`` is set new ones are closed at once.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class DelayProxy:
         self.up_delay = delay
         self.down_delay = delay
         self.accepted = 0
+        self.refusing = False
         self.delivered = 0  # chunks written to the server
         self._delivered = asyncio.Condition()
         self._server: asyncio.Server | None = None
@@ -63,6 +65,11 @@ class DelayProxy:
             await self._server.wait_closed()
             self._server = None
 
+    def cut(self) -> None:
+        """Close every open connection, both sides (a network failure)."""
+        for writer in list(self._writers):
+            writer.close()
+
     async def wait_delivered(self, count: int) -> None:
         """Until ``count`` chunks in all have been written to the server."""
         async with self._delivered:
@@ -84,6 +91,9 @@ class DelayProxy:
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        if self.refusing:
+            client_w.close()
+            return
         self._writers.add(client_w)
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)

@@ -167,6 +167,33 @@ async def test_acquire_cancelled_mid_flight_releases_the_lock(
     assert raw.get(f"{redis_prefix}{LOCK}") is None
 
 
+async def test_acquire_whose_connection_broke_releases_the_lock(
+    proxy: DelayProxy, redis_prefix: str, raw: redis.Redis
+) -> None:
+    """The script ran, then the connection broke and the one retry could not connect."""
+    store = through(proxy, redis_prefix)
+    try:
+        await store.ping()
+        sent = proxy.delivered
+        proxy.down_delay = 2.0
+        task = asyncio.create_task(store.acquire_and_get(LOCK, CALL, lease=30, wait=0))
+        await proxy.wait_delivered(sent + 1)
+        deadline = time.monotonic() + 5
+        while raw.get(f"{redis_prefix}{LOCK}") is None:  # the script has run
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.005)
+        proxy.refusing = True
+        proxy.cut()
+        with pytest.raises(StoreUnavailable, match="ConnectionError"):
+            await task
+        proxy.refusing = False  # reachable again before the release task runs
+        proxy.down_delay = 0
+        assert store.pending_releases == 1
+    finally:
+        await store.close()
+    assert raw.get(f"{redis_prefix}{LOCK}") is None
+
+
 async def test_release_of_an_abandoned_acquire_fails_quietly(
     proxy: DelayProxy,
     redis_prefix: str,
