@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: run test lint typecheck pytest bench install install-dev clean
+.PHONY: run test lint typecheck pytest bench chaos install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ pytest: $(VENV)/.installed-dev
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The chaos soak for longer than the short run of `make test` (CHAOS_SECONDS=600).
+CHAOS_SECONDS ?= 600
+chaos: $(VENV)/.installed-dev
+	RTCONTROL_CHAOS_SECONDS=$(CHAOS_SECONDS) $(VENV)/bin/pytest -m chaos -s tests/deploy/test_chaos.py $(PYTEST_ARGS)
+
+docs: $(VENV)/.installed  ## regenerate the README's settings table from rtcontrol.Settings
+	$(PY) -c "import re, pathlib; from rtcontrol.settings import settings_table as t; p = pathlib.Path('README.md'); s = p.read_text(); a, b = s.split('<!-- settings:start -->\n', 1); p.write_text(a + '<!-- settings:start -->\n' + t() + '<!-- settings:end -->' + b.split('<!-- settings:end -->', 1)[1])"
 
 bench: $(VENV)/.installed-dev
 	$(PY) bench/run.py $(BENCH_ARGS)

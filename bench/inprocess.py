@@ -128,13 +128,20 @@ class Subject:
         self.base = base
         self.calls = calls
         self.stateful = stateful
-        self.seq = 1
+        #: Per call, the seq of the command it runs now: every body reports it, as the
+        #: platform does (only the current command's report is new).
+        self.seqs = [1] * calls
         self.samples: list[float] = []  # CPU µs per request, one per round
         self.wall: list[float] = []  # wall-clock µs per request, one per round
 
     def bodies(self, count: int) -> list[bytes]:
-        bodies = payload.mid_bodies(count, base=self.base, calls=self.calls, seq0=self.seq)
-        self.seq += count // self.calls + 2  # never reuse a (callid, command_id) pair
+        """The next ``count`` reports, over the pool: each the report of its call's current
+        command (the reply to report ``seq`` is command ``seq + 1``)."""
+        bodies = []
+        for n in range(count):
+            i = n % self.calls
+            bodies.append(payload.mid(self.base + i, self.seqs[i]))
+            self.seqs[i] += 1
         return bodies
 
     async def setup(self) -> None:

@@ -149,7 +149,8 @@ def cleanup_redis(url: str) -> int:
     removed = 0
     try:
         batch: list[bytes] = []
-        for key in client.scan_iter(match="rtc:*:[789]??????*", count=1000):
+        # rtc:{7000000}:call, rtc:{7000000}:lock... (one hash tag per call)
+        for key in client.scan_iter(match="rtc:[{][789]??????*", count=1000):
             batch.append(key)
             if len(batch) >= 1000:
                 removed += client.unlink(*batch)

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigurationError
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "settings_table"]
 
 _ENV = "RTCONTROL_"
 
@@ -22,64 +22,64 @@ _ENV = "RTCONTROL_"
 class Settings(BaseModel):
     """Framework settings. ``Settings.from_env(**overrides)`` reads the environment."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    #: RTCONTROL_CALLBACK_LOGIN / RTCONTROL_CALLBACK_PASSWORD: the HTTP Basic
-    #: credentials set on the REALTIME10 app; the callback route requires them.
     callback_login: str | None = None
+    """HTTP Basic login of the callback route: the REALTIME10 app's ``login`` (required, or
+    ``RTCONTROL_ALLOW_NO_AUTH``)."""
     callback_password: str | None = Field(default=None, repr=False)
-    #: RTCONTROL_ALLOW_NO_AUTH=1 serves the callback route without credentials
-    #: (logged as a warning). Only for local experiments.
+    """HTTP Basic password of the callback route: the REALTIME10 app's ``password``."""
     allow_no_auth: bool = False
-    #: RTCONTROL_STORE_URL: ``memory://`` (default, one process) or ``redis://host:port/db``.
+    """serves the callback route without credentials (logged as a warning). Only for local
+    experiments."""
     store_url: str = "memory://"
-    #: RTCONTROL_APP_HASH: the REALTIME10 app used by ``start_call`` when none is given.
+    """``memory://`` (one process), ``redis://host:port/db`` (several workers or hosts) or
+    ``redis+cluster://host:port,host:port`` (Redis Cluster)."""
     app_hash: str | None = None
-    #: RTCONTROL_HANDLER_BUDGET: seconds from receiving a callback until its reply is
-    #: ready, store round trips included; past it the caller is put on hold. The
-    #: platform allows 5 s per reply, minus network time.
+    """the REALTIME10 app used by ``start_call`` when none is given."""
     handler_budget: float = Field(default=4.0, gt=0, le=4.9)
-    #: RTCONTROL_HANGUP_BUDGET: seconds ``on_hangup`` may run. It runs after the reply
-    #: to the HANGUP callback has been sent, so no caller waits for it.
+    """seconds from receiving a callback until its reply is ready, store round trips included;
+    past it the caller is put on hold. The platform allows 5 s per reply, minus network time."""
     hangup_budget: float = Field(default=30.0, gt=0)
-    #: RTCONTROL_LOCK_LEASE: seconds a per-call lock lives without being renewed. The
-    #: holder renews it while it works, so a crashed worker blocks its call this long.
+    """seconds ``on_hangup`` may run. It runs after the reply to the HANGUP callback has been
+    sent, so no caller waits for it."""
     lock_lease: float = Field(default=1.0, ge=0.2, le=30.0)
-    #: RTCONTROL_STORE_TIMEOUT: seconds one store round trip may take once connected
-    #: (also ``?timeout=`` in the store URL).
+    """seconds a per-call lock lives without being renewed. The holder renews it while it
+    works, so a crashed worker blocks its call this long."""
     store_timeout: float = Field(default=1.0, gt=0)
-    #: RTCONTROL_STORE_CONNECT_TIMEOUT: seconds allowed to open a store connection,
-    #: counted apart from the round trip (also ``?connect_timeout=`` in the store URL).
+    """seconds one store round trip may take once connected (also ``?timeout=`` in the store
+    URL)."""
     store_connect_timeout: float = Field(default=2.0, gt=0)
-    #: RTCONTROL_BLOCKING_WARN: a handler that keeps the event loop busy this many
-    #: seconds without awaiting is logged as blocking (0 turns the check off).
+    """seconds allowed to open a store connection, counted apart from the round trip (also
+    ``?connect_timeout=`` in the store URL)."""
     blocking_warn: float = Field(default=0.2, ge=0)
-    #: RTCONTROL_LOCK_WAIT: seconds a callback waits for its call's lock (held by a
-    #: duplicate, an interrupt, or a crashed worker until its lease ends) before the
-    #: caller is put on a short hold and the callback is replayed.
+    """a handler that keeps the event loop busy this many seconds without awaiting is logged as
+    blocking (0 turns the check off)."""
     lock_wait: float = Field(default=1.5, gt=0)
-    #: RTCONTROL_BACKGROUND_TIMEOUT: seconds a slow handler may keep running behind a
-    #: hold before the call gets the fallback command.
+    """seconds a callback waits for its call's lock (held by a duplicate, an interrupt, or a
+    crashed worker until its lease ends) before the caller is put on a short hold and the
+    callback is replayed."""
     background_timeout: float = Field(default=60.0, gt=0)
-    #: RTCONTROL_CALL_TTL: seconds a call's state is kept after its last callback.
+    """seconds a slow handler may keep running behind a hold before the call gets the fallback
+    command."""
     call_ttl: float = Field(default=6 * 3600.0, gt=0)
-    #: RTCONTROL_ENDED_TTL: seconds an ended call is remembered, to answer late duplicates.
+    """seconds a call's state is kept after its last callback."""
     ended_ttl: float = Field(default=600.0, gt=0)
-    #: RTCONTROL_MAX_BODY: largest callback body accepted, in bytes (413 above).
+    """seconds an ended call is remembered, to answer late duplicates."""
     max_body: int = Field(default=64 * 1024, ge=1024)
-    #: RTCONTROL_BREAK_TIMEOUT: seconds allowed for one ``calls.realtime_break``.
+    """largest callback body accepted, in bytes (413 above)."""
     break_timeout: float = Field(default=2.0, gt=0)
-    #: RTCONTROL_OUTBOUND_BIND_WAIT: seconds the first callback of an outbound call may
-    #: wait, across holds, for ``start_call`` to record its flow and data (the platform
-    #: may call back before ``calls.realtime`` has returned the request hash to us).
-    #: Only calls that can still be bound wait: a ``start_call`` is in flight.
+    """seconds allowed for one ``calls.realtime_break``."""
     outbound_bind_wait: float = Field(default=30.0, ge=0)
-    #: RTCONTROL_MAX_REPLAYS: holds given in a row while the store is unreachable before
-    #: the call gets the fallback command.
+    """seconds the first callback of an outbound call may wait, across holds, for
+    ``start_call`` to record its flow and data (the platform may call back before
+    ``calls.realtime`` has returned the request hash to us). Only calls that can still be bound
+    wait: a ``start_call`` is in flight."""
     max_replays: int = Field(default=10, ge=0)
-    #: RTCONTROL_WORKERS (or WEB_CONCURRENCY): worker processes sharing this app; more than
-    #: one with the memory store is refused.
+    """holds given in a row while the store is unreachable before the call gets the fallback
+    command."""
     workers: int = Field(default=1, ge=1)
+    """worker processes sharing this app; more than one with the memory store is refused."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -99,3 +99,21 @@ class Settings(BaseModel):
                 f"{_ENV}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
             )
             raise ConfigurationError(f"invalid settings: {problems}") from None
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from the fields (``make docs``)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        variable = f"`{_ENV}{name.upper()}`"
+        if name == "workers":
+            variable += " (or `WEB_CONCURRENCY`)"
+        default = field.default
+        shown = (
+            ""
+            if default is None
+            else f"`{str(default).lower() if isinstance(default, bool) else default}`"
+        )
+        text = " ".join((field.description or "").split()).replace("``", "`")
+        rows.append(f"| {variable} | {shown} | {text[:1].upper() + text[1:]} |")
+    return "\n".join(rows) + "\n"

@@ -35,6 +35,7 @@ __all__ = [
     "check_json_value",
     "check_outgoing",
     "encode_json",
+    "encode_record",
     "variables_limit",
 ]
 
@@ -95,6 +96,20 @@ def _cause(exc: BaseException) -> str:
     return text.splitlines()[0][:120] if text else type(exc).__name__
 
 
+def encode_record(record: dict[str, Any], state: Any, what: str) -> str:
+    """Compact JSON text of a stored record whose ``state`` a handler may have changed.
+
+    The C encoder refuses what JSON cannot carry (NaN/Infinity, sets, datetimes and
+    other objects, runaway nesting); every key in ``state`` must be a string (JSON
+    would silently turn ``1`` into ``"1"``). Raises :class:`OutputError` naming ``what``.
+    """
+    _checked_keys(state, what)
+    try:
+        return _encoder.encode(record)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise OutputError(f"{what}: {_cause(exc)}") from None
+
+
 def check_command(command: Any) -> Command:
     """The command itself, if it may be sent; else :class:`OutputError`.
 
@@ -127,8 +142,8 @@ def check_outgoing(variables: Mapping[str, Any], max_body: int) -> str:
     size = len(text.encode()) if not text.isascii() else len(text)
     if size > limit:
         raise OutputError(
-            f"set call.variables too large to send: {size} bytes encoded, more than {limit} (the platform echoes them "
-            f"in its next POST, which must stay under RTCONTROL_MAX_BODY={max_body}); keep "
-            "large data in call.state"
+            f"set call.variables too large to send: {size} bytes encoded, more than {limit} "
+            f"(the platform echoes them in its next POST, which must stay under "
+            f"RTCONTROL_MAX_BODY={max_body}); keep large data in call.state"
         )
     return text

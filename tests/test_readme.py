@@ -57,3 +57,13 @@ async def test_the_client_example_against_the_emulator(monkeypatch: Any) -> None
             await body()
         except Exception as exc:  # only an unknown call id may fail, never the client
             raise AssertionError(f"README client example failed: {exc!r}") from exc
+
+
+def test_the_settings_table_is_generated_from_the_settings() -> None:
+    from rtcontrol.settings import Settings, settings_table
+
+    text = README.read_text()
+    table = text.split("<!-- settings:start -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
+    assert table == settings_table()
+    for name in Settings.model_fields:  # every setting, none missing
+        assert f"`RTCONTROL_{name.upper()}`" in table

@@ -27,7 +27,7 @@ from typing import Any
 from ..commands import Command
 from ..errors import OutputError, RtcontrolError, StoreError
 from ..events import CommandDelivered
-from ..validate import encode_json
+from ..validate import encode_record
 from . import keys
 from .call import Call
 from .parts import EngineParts
@@ -132,9 +132,24 @@ class Deliveries:
                 "callid=%s: handler %s raised behind the hold; the fallback", call.id, where
             )
             return engine.fallback
-        action = scope.action
+        action = scope.action  # the handler interrupted its own call: the action wins
         if action is not None and action.kind is ActionKind.COMMAND and action.command is not None:
             result = action.command
+        elif action is not None and action.kind is ActionKind.STEP and action.step is not None:
+            flow = engine.registry.flow(call.flow)
+            handler = flow.step(action.step) if flow is not None else None
+            if handler is None:
+                handler_log.error(
+                    "callid=%s: no step %r to run; the fallback", call.id, action.step
+                )
+                return engine.fallback
+            try:
+                result = await asyncio.wait_for(handler(call), timeout=timeout)
+            except Exception:
+                handler_log.exception(
+                    "callid=%s: step %s raised behind the hold; the fallback", call.id, action.step
+                )
+                return engine.fallback
         if isinstance(result, Command):
             return result
         handler_log.error(
@@ -167,8 +182,8 @@ class Deliveries:
                         checked, variables = engine.outgoing(command, call.variables, flow)
                         record.pending = Pending(_to_bye(engine, checked), variables)
                         record.state = call.state
-                        text = encode_json(
-                            record.to_json(), "left call.state that cannot be stored"
+                        text = encode_record(
+                            record.to_json(), record.state, "left call.state that cannot be stored"
                         )
                     except OutputError as exc:
                         handler_log.error(
@@ -182,7 +197,7 @@ class Deliveries:
                         record.pending = Pending(
                             _to_bye(engine, engine.fallback), call.request.variables
                         )
-                        text = encode_json(record.to_json(), "call record")
+                        text = encode_record(record.to_json(), record.state, "call record")
                     await txn.save(text, ttl=engine.settings.call_ttl)
                     ref = keys.parse_command_id(record.current or "")
                     via_break = False

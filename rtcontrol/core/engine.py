@@ -25,6 +25,7 @@ carry the report, so the callback is replayed, not lost, once the store answers.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from ..events import (
 from ..protocol import CallStatus, RTRequest, is_terminal
 from ..settings import Settings
 from ..store import Store
-from ..validate import check_command, check_outgoing, encode_json
+from ..validate import check_command, check_outgoing, encode_record
 from . import keys
 from .call import Call, CallServices
 from .delivery import Deliveries
@@ -55,7 +56,16 @@ from .parts import Decision
 from .ports import CallControl, Clock, Reply, SystemClock
 from .records import Action, ActionKind, CallRecord, HoldTicket, Interrupt
 from .registry import Registry, step_name
-from .replies import EMPTY, REPLAY_HOLD, ReplayEnvelope, encode, strip_reserved, unwrap, wrap
+from .replies import (
+    EMPTY,
+    REPLAY_HOLD,
+    RESERVED,
+    ReplayEnvelope,
+    encode,
+    strip_reserved,
+    unwrap,
+    wrap,
+)
 from .runner import current_scope, finished_by, start
 from .transaction import CallLocks, Timing, Txn, brief
 
@@ -154,6 +164,9 @@ class Engine:
             return self._not_ready(req, envelope, exc)
         try:
             decision = await self._decide(req, envelope, txn, started)
+        except (StoreError, TimeoutError, OSError) as exc:  # the store blinked mid-way
+            await txn.release()
+            return self._not_ready(req, envelope, exc)
         except BaseException:
             await txn.release()
             raise
@@ -265,6 +278,8 @@ class Engine:
                 binding = bound
             flow = binding.flow if binding is not None else self.registry.first_flow(req)
             record = CallRecord(flow=flow, app=req.app, state=binding.data if binding else {})
+            if binding is not None and binding.data:  # kept if start() leaves bad state
+                record.initial = json.loads(json.dumps(binding.data))
             self.events.emit(CallStarted(req.callid, flow, req.is_outbound))
             return record, Disposition.REPLY
         if ref is not None and self.registry.flow(ref.flow) is not None:
@@ -351,7 +366,7 @@ class Engine:
             hold = record.hold
             if hold is not None and self.clock.wall() < hold.until:
                 if await self.deliveries.alive(req.callid, hold.token):
-                    return self._hold(req, record, hold.step, HoldReason.SLOW_HANDLER)
+                    return await self._hold(req, record, hold.step, HoldReason.SLOW_HANDLER)
                 app_log.error(
                     "callid=%s: the worker running %s.%s behind the hold is gone: the fallback",
                     req.callid,
@@ -442,7 +457,7 @@ class Engine:
             token = secrets.token_hex(6)
             until = self.clock.wall() + self.settings.background_timeout
             record.hold = HoldTicket(token, until, step)
-            decision = self._hold(req, record, step, HoldReason.SLOW_HANDLER)
+            decision = await self._hold(req, record, step, HoldReason.SLOW_HANDLER)
             decision.after = lambda: self.deliveries.start(call, task, scope, token)
             return decision
         try:
@@ -498,7 +513,11 @@ class Engine:
     # ----------------------------------------------------------------- replies
 
     def outgoing(
-        self, command: Any, variables: Any, flow: FlowSpec | None
+        self,
+        command: Any,
+        variables: Any,
+        flow: FlowSpec | None,
+        received: dict[str, Any] | None = None,
     ) -> tuple[Command, dict[str, Any]]:
         """The one check of what a handler wants to send (K7). Raises OutputError."""
         checked = check_command(command)
@@ -508,8 +527,10 @@ class Engine:
             )
         if not isinstance(variables, dict):
             raise OutputError(f"set call.variables to a {type(variables).__name__}, not a dict")
-        variables = strip_reserved(variables)
-        check_outgoing(variables, self.settings.max_body)
+        if RESERVED in variables:
+            variables = strip_reserved(variables)
+        if variables != received:  # what came in passed the same rules on the way in
+            check_outgoing(variables, self.settings.max_body)
         return checked, variables
 
     async def _finish(
@@ -525,9 +546,11 @@ class Engine:
     ) -> Decision:
         """Check, encode and remember the reply; fall back (once) on a violation."""
         try:
-            command, variables = self.outgoing(command, variables, flow)
+            command, variables = self.outgoing(command, variables, flow, req.variables)
             body = self._reply_body(req, record, command, variables, disposition)
-            text = encode_json(record.to_json(), "left call.state that cannot be stored")
+            text = encode_record(
+                record.to_json(), record.state, "left call.state that cannot be stored"
+            )
         except OutputError as exc:
             handler_log.error(
                 "callid=%s: handler %s.%s %s; answering with the fallback",
@@ -536,11 +559,11 @@ class Engine:
                 step,
                 exc,
             )
-            record.state = await self._state_before(req)
+            record.state = await self._state_before(req, record)
             command, variables = self.fallback, strip_reserved(req.variables)
             disposition = Disposition.FALLBACK
             body = self._reply_body(req, record, command, variables, disposition)
-            text = encode_json(record.to_json(), "call record")
+            text = encode_record(record.to_json(), record.state, "call record")
         return Decision(body, disposition, step, text)
 
     def _reply_body(
@@ -561,12 +584,15 @@ class Engine:
         record.current = command_id
         return body
 
-    async def _state_before(self, req: RTRequest) -> dict[str, Any]:
+    async def _state_before(self, req: RTRequest, record: CallRecord) -> dict[str, Any]:
         """State to keep when a handler left it unstorable: what the call had before.
 
         Handlers change ``call.state`` in place, so it is read again from the store
-        (the call is still locked, so this is the state before the step).
+        (the call is still locked, so this is the state before the step); a call's
+        first step falls back to the ``start_call`` data.
         """
+        if record.initial is not None:
+            return dict(record.initial)
         try:
             raw = await self.store.get(keys.call_key(req.callid))
         except (StoreError, OSError) as exc:
@@ -575,14 +601,20 @@ class Engine:
         state = raw.get("state") if isinstance(raw, dict) else None
         return dict(state) if isinstance(state, dict) else {}
 
-    def _hold(self, req: RTRequest, record: CallRecord, step: str, reason: HoldReason) -> Decision:
+    async def _hold(
+        self, req: RTRequest, record: CallRecord, step: str, reason: HoldReason
+    ) -> Decision:
         record.seq = _next_seq(record, req)
         command_id = keys.encode_command_id(record.seq, record.flow, keys.HOLD_STEP)
         body = encode(self.hold, command_id, req.variables)
         record.remember(keys.report_key(req.command_id), body)
         record.current = command_id
         self.events.emit(CallHeld(req.callid, step, reason))
-        text = encode_json(record.to_json(), "call record")
+        try:
+            text = encode_record(record.to_json(), record.state, "call.state")
+        except OutputError:  # the slow handler's delivery reports it; keep the last good state
+            record.state = await self._state_before(req, record)
+            text = encode_record(record.to_json(), record.state, "call record")
         return Decision(body, Disposition.HOLD, step, text)
 
     def hold_only(self, req: RTRequest) -> bytes:
@@ -665,7 +697,10 @@ class Engine:
                 record.interrupt.target, record.current
             )
             record.interrupt = Interrupt(record.current, action)
-            await txn.save(encode_json(record.to_json(), "call record"), ttl=self.settings.call_ttl)
+            await txn.save(
+                encode_record(record.to_json(), record.state, "call record"),
+                ttl=self.settings.call_ttl,
+            )
             if replaced:
                 app_log.info("callid=%s: interrupt replaced a pending one", callid)
                 return True

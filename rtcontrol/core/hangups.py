@@ -33,7 +33,7 @@ from typing import Any
 from ..errors import StoreError
 from ..events import CallTerminated, Disposition, HangupHandled
 from ..protocol import RTRequest
-from ..validate import encode_json
+from ..validate import encode_record
 from . import keys
 from .call import Call
 from .parts import Decision, EngineParts
@@ -74,7 +74,7 @@ class Hangups:
         due = engine.clock.wall() + engine.settings.hangup_budget + GRACE
         record.hangup = HangupTicket(req.model_dump(mode="json"), due)
         self.cancel_slow(req.callid)
-        text = encode_json(record.to_json(), "call record")
+        text = encode_record(record.to_json(), record.state, "call record")
         flow, state = record.flow, record.state
 
         def after() -> None:
@@ -193,7 +193,7 @@ class Hangups:
                     if record is not None and record.hangup is not None:
                         record.hangup = replace(record.hangup, done=True)
                         record.state = {}
-                        text = encode_json(record.to_json(), "call record")
+                        text = encode_record(record.to_json(), record.state, "call record")
                         await txn.commit(text, ttl=engine.settings.ended_ttl)
                 await engine.store.index_remove(keys.HANGUP_INDEX, str(callid))
                 return
@@ -252,7 +252,8 @@ class Hangups:
                 again = engine.clock.wall() + engine.settings.hangup_budget + GRACE
                 record.hangup = replace(ticket, due=again, attempt=ticket.attempt + 1)
                 await txn.save(
-                    encode_json(record.to_json(), "call record"), ttl=engine.settings.ended_ttl
+                    encode_record(record.to_json(), record.state, "call record"),
+                    ttl=engine.settings.ended_ttl,
                 )
                 await engine.store.index_add(
                     keys.HANGUP_INDEX, member, again, ttl=engine.settings.ended_ttl

@@ -131,6 +131,9 @@ class CallRecord:
     pending: Pending | None = None
     hangup: HangupTicket | None = None
     ended: bool = False
+    #: Not stored: the state a new call started with (``start_call`` data), kept in
+    #: case its first step leaves a state that cannot be stored.
+    initial: dict[str, Any] | None = None
 
     def remember(self, report: str, body: bytes) -> None:
         """Keep ``body`` as the answer to ``report``, dropping the oldest beyond the limit."""

@@ -52,7 +52,8 @@ def encode(
         {
             "command": command.name,
             "command_id": command_id,
-            "params": command.wire_params(),
+            # the frozen params as they are: _FrozenDict is a dict, tuples encode as arrays
+            "params": dict(command.params),
             "variables": variables,
         }
     )

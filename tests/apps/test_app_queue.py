@@ -229,6 +229,7 @@ async def test_two_workers_on_redis(redis_url: str, redis_prefix: str) -> None:
             assert await agents_worker.agent_free(AGENT) == first.callid
             t = await first.wait()
             await hang_up(p, second)
+            await p.app.settle()  # on_hangup runs after the reply to the hang-up
             assert await agents_worker.waiting() == []
         finally:
             await agents_worker.store.close()
