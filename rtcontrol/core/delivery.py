@@ -49,7 +49,7 @@ class Deliveries:
         self.engine = engine
         self._running: dict[int, asyncio.Task[None]] = {}
 
-    def start(self, call: Call, task: asyncio.Task[Any], scope: Scope, token: str) -> None:
+    def start(self, call: Call, task: asyncio.Future[Any], scope: Scope, token: str) -> None:
         """Finish ``task`` in the background (called once the hold is durable)."""
         runner = self.engine.spawn(self._finish(call, task, scope, token))
         callid = call.id
@@ -89,7 +89,9 @@ class Deliveries:
                 await store.set(keys.hold_key(callid), token, ttl=3 * lease)
             await asyncio.sleep(lease)
 
-    async def _finish(self, call: Call, task: asyncio.Task[Any], scope: Scope, token: str) -> None:
+    async def _finish(
+        self, call: Call, task: asyncio.Future[Any], scope: Scope, token: str
+    ) -> None:
         engine = self.engine
         where = f"{call.flow}.{call.step}"
         keeper = asyncio.ensure_future(self._keep_alive(call.id, token))
@@ -104,7 +106,7 @@ class Deliveries:
                 await engine.store.delete(keys.hold_key(call.id))
 
     async def _outcome(
-        self, call: Call, task: asyncio.Task[Any], scope: Scope, where: str
+        self, call: Call, task: asyncio.Future[Any], scope: Scope, where: str
     ) -> Command:
         engine = self.engine
         timeout = engine.settings.background_timeout
@@ -143,8 +145,17 @@ class Deliveries:
                     "callid=%s: no step %r to run; the fallback", call.id, action.step
                 )
                 return engine.fallback
+            step_call = Call(
+                call.app,
+                call.request,
+                flow=call.flow,
+                step=action.step,
+                state=call.state,
+                variables=call.variables,
+                interrupted=True,
+            )
             try:
-                result = await asyncio.wait_for(handler(call), timeout=timeout)
+                result = await asyncio.wait_for(handler(step_call), timeout=timeout)
             except Exception:
                 handler_log.exception(
                     "callid=%s: step %s raised behind the hold; the fallback", call.id, action.step

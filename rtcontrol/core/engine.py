@@ -218,7 +218,7 @@ class Engine:
             return await self._finish(
                 req, record, self.fallback, req.variables, "-", Disposition.FALLBACK
             )
-        variables = dict(req.variables)
+        variables = _own_copy(req.variables)
         deadline = self.timing.handler_deadline(started)
         interrupt = record.interrupt
         if interrupt is not None and _same_id(interrupt.target, req.command_id):
@@ -744,6 +744,15 @@ def to_action(then: Command | str | Callable[..., Any] | None) -> Action:
     if isinstance(then, Command):
         return Action(ActionKind.COMMAND, command=check_command(then))
     return Action(ActionKind.STEP, step=step_name(then))
+
+
+def _own_copy(variables: dict[str, Any]) -> dict[str, Any]:
+    """The handler's own copy of ``variables``: changes to it, nested ones included,
+    never reach the request (whose variables the fallback sends as they came)."""
+    if any(type(v) in (dict, list) for v in variables.values()):
+        copied: dict[str, Any] = json.loads(json.dumps(variables))
+        return copied
+    return dict(variables)
 
 
 def _same_id(a: int | str | None, b: int | str | None) -> bool:

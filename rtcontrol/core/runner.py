@@ -15,7 +15,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,43 +51,99 @@ def current_scope() -> Scope | None:
 
 def start(
     handler: Handler, call: Call, where: str, blocking_warn: float
-) -> tuple[asyncio.Task[Any], Scope]:
-    """Start ``handler(call)`` in a task of its own; ``where`` names it in logs."""
+) -> tuple[asyncio.Future[Any], Scope]:
+    """Start ``handler(call)``; ``where`` names it in logs.
+
+    The handler's first slice runs at once (as an eager task would): most handlers
+    return their command without awaiting anything, and then no task is created at
+    all (the result comes back as a done future). A handler that awaits goes on in
+    a task of its own, in the same context.
+    """
     scope = Scope(call.id)
-    task = asyncio.ensure_future(_run(handler, call, scope, where, blocking_warn))
+    context = contextvars.copy_context()
+    context.run(_scope.set, scope)
+    loop = asyncio.get_running_loop()
+    limit = 0.0 if getattr(handler, "__rtcontrol_sync__", False) else blocking_warn
+    coro = handler(call)
+    if not isinstance(coro, Coroutine):  # pragma: no cover - check_handler makes coroutines
+        raise TypeError(f"handler {where} did not return a coroutine")
+    began = time.perf_counter()
+    try:
+        yielded = context.run(coro.send, None)
+    except StopIteration as stop:
+        scope.finished = True
+        _check_slice(time.perf_counter() - began, limit, call.id, where)
+        done: asyncio.Future[Any] = loop.create_future()
+        done.set_result(stop.value)
+        return done, scope
+    except Exception as exc:
+        scope.finished = True
+        _check_slice(time.perf_counter() - began, limit, call.id, where)
+        failed: asyncio.Future[Any] = loop.create_future()
+        failed.set_exception(exc)
+        return failed, scope
+    first = time.perf_counter() - began
+    watched = _Watched(coro, call.id, where, limit, yielded, first)
+    task = loop.create_task(_continue(watched, scope), context=context)
     return task, scope
 
 
-async def _run(handler: Handler, call: Call, scope: Scope, where: str, blocking_warn: float) -> Any:
-    _scope.set(scope)
+async def _continue(watched: _Watched, scope: Scope) -> Any:
     try:
-        if blocking_warn > 0 and not getattr(handler, "__rtcontrol_sync__", False):
-            return await _Watched(handler(call), call.id, where, blocking_warn)
-        return await handler(call)
+        return await watched
     finally:
         scope.finished = True
 
 
+def _check_slice(seconds: float, limit: float, callid: int, where: str) -> None:
+    if limit > 0 and seconds > limit:
+        handler_log.warning(
+            "callid=%s: handler %s blocked the event loop for %.2fs without awaiting; "
+            "every call on this worker waited. Run blocking code with "
+            "`await call.run_sync(fn, ...)` or make the step a plain `def` (it then "
+            "runs in a worker thread)",
+            callid,
+            where,
+            seconds,
+        )
+
+
 class _Watched:
-    """Awaits a coroutine, timing each slice it runs between two suspensions."""
+    """Goes on with a coroutine whose first slice already ran (it yielded ``first``),
+    timing each slice it runs between two suspensions."""
 
-    __slots__ = ("_callid", "_coro", "_limit", "_where")
+    __slots__ = ("_callid", "_coro", "_first", "_limit", "_where", "_worst")
 
-    def __init__(self, coro: Awaitable[Any], callid: int, where: str, limit: float) -> None:
+    def __init__(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        callid: int,
+        where: str,
+        limit: float,
+        first: Any,
+        worst: float,
+    ) -> None:
         self._coro = coro
         self._callid = callid
         self._where = where
         self._limit = limit
+        self._first = first
+        self._worst = worst
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro = self._coro
-        if not isinstance(coro, Coroutine):  # an awaitable object: nothing to time
-            return (yield from coro.__await__())
+        worst = self._worst
+        clock = time.perf_counter
         send: Any = None
         throw: BaseException | None = None
-        worst = 0.0
-        clock = time.perf_counter
         try:
+            try:
+                send = yield self._first
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                throw = exc
             while True:
                 began = clock()
                 try:
@@ -105,19 +161,10 @@ class _Watched:
                 except BaseException as exc:
                     throw = exc
         finally:
-            if worst > self._limit:
-                handler_log.warning(
-                    "callid=%s: handler %s blocked the event loop for %.2fs without awaiting; "
-                    "every call on this worker waited. Run blocking code with "
-                    "`await call.run_sync(fn, ...)` or make the step a plain `def` (it then "
-                    "runs in a worker thread)",
-                    self._callid,
-                    self._where,
-                    worst,
-                )
+            _check_slice(worst, self._limit, self._callid, self._where)
 
 
-async def finished_by(task: asyncio.Task[Any], deadline: float) -> bool:
+async def finished_by(task: asyncio.Future[Any], deadline: float) -> bool:
     """Wait for ``task`` until ``deadline`` (loop time) without cancelling it.
 
     One future and one timer: cheaper than ``wait_for(shield(task))`` on every callback.
