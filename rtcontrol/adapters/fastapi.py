@@ -113,6 +113,7 @@ class RtcontrolAPI(FastAPI):
 
     callback_path: str = ""
     callback_endpoint: CallbackEndpoint | None = None
+    _endpoint: CallbackEndpoint  # the same, set whenever _direct can be True
     _callback_paths: frozenset[str] = frozenset()
     _own_routes: frozenset[int] = frozenset()
     _direct = False  # serve the callback before FastAPI's per-request work
@@ -123,7 +124,7 @@ class RtcontrolAPI(FastAPI):
         self, endpoint: CallbackEndpoint, paths: Sequence[str], routes: Sequence[BaseRoute]
     ) -> None:
         """Serve ``endpoint`` at ``paths`` (``routes`` are its FastAPI routes, for OpenAPI)."""
-        self.callback_endpoint = endpoint
+        self.callback_endpoint = self._endpoint = endpoint
         self.callback_path = paths[0]
         self._callback_paths = frozenset(paths)
         self._own_routes = frozenset(id(route) for route in routes)
@@ -136,7 +137,7 @@ class RtcontrolAPI(FastAPI):
                 if path in self._callback_paths:
                     if self.root_path:  # as FastAPI.__call__ does
                         scope["root_path"] = self.root_path
-                    await self.callback_endpoint(scope, receive, send)  # type: ignore[misc]
+                    await self._endpoint(scope, receive, send)
                     return
             if scope["type"] != "lifespan":
                 await super().__call__(scope, receive, send)
