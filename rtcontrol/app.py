@@ -295,7 +295,9 @@ class App:
 
     async def startup(self) -> None:
         """Check the store and start the hang-up janitor (the adapters' lifespan calls it)."""
+        began = asyncio.get_running_loop().time()
         await self.store.ping()
+        self.engine.timing.observe(asyncio.get_running_loop().time() - began)  # a first RTT
         self.engine.hangups.ensure_janitor()
 
     async def shutdown(self, timeout: float = 25.0) -> None:  # noqa: ASYNC109 - public API

@@ -219,7 +219,7 @@ class Engine:
                 req, record, self.fallback, req.variables, "-", Disposition.FALLBACK
             )
         variables = _own_copy(req.variables)
-        deadline = self.timing.handler_deadline(started)
+        deadline = self.timing.handler_deadline(started, txn.took)
         interrupt = record.interrupt
         if interrupt is not None and _same_id(interrupt.target, req.command_id):
             record.interrupt = record.hold = record.pending = None
@@ -715,12 +715,17 @@ class Engine:
         command: the platform cannot move past that command while we hold the lock
         (its report waits for it), so a retry can only stop that same command.
         """
-        from ..errors import ApiError, OutcomeUnknown, TransportError
+        from ..errors import ApiError, ConfigurationError, OutcomeUnknown, TransportError
 
+        try:
+            control = self.control()
+        except ConfigurationError as exc:  # no API credentials: the hold ends by itself
+            app_log.warning("callid=%s: cannot send calls.realtime_break: %s", callid, exc)
+            return False
         for attempt in range(3):
             try:
                 return bool(
-                    await self.control().realtime_break(callid, timeout=self.settings.break_timeout)
+                    await control.realtime_break(callid, timeout=self.settings.break_timeout)
                 )
             except OutcomeUnknown as exc:
                 app_log.warning(

@@ -55,9 +55,15 @@ class Timing:
         """Time kept at the end of the budget for the write that follows a handler."""
         return min(max(MIN_WRITE_RESERVE, 2.0 * self.store_rtt + 0.02), self.budget / 2)
 
-    def handler_deadline(self, received: float) -> float:
-        """When a handler must have finished for its reply (and write) to be on time."""
-        return received + self.budget - self.write_reserve()
+    def handler_deadline(self, received: float, last_trip: float = 0.0) -> float:
+        """When a handler must have finished for its reply (and write) to be on time.
+
+        ``last_trip``: how long this callback's lock-and-read took. The write that
+        follows may be as slow (a store that just became slow), so the reserve
+        covers it too, up to half the budget.
+        """
+        reserve = min(max(self.write_reserve(), last_trip + 0.02), self.budget / 2)
+        return received + self.budget - reserve
 
     def reply_deadline(self, received: float) -> float:
         return received + self.budget
@@ -83,7 +89,7 @@ class Timing:
 class Txn:
     """A held lock on one call, with the record read under it."""
 
-    __slots__ = ("_closed", "_locks", "_renewer", "callid", "raw", "record", "token")
+    __slots__ = ("_closed", "_locks", "_renewer", "callid", "raw", "record", "token", "took")
 
     def __init__(self, locks: CallLocks, callid: int, token: LockToken, raw: Any) -> None:
         self._locks = locks
@@ -92,6 +98,8 @@ class Txn:
         self.raw = raw
         self.record: CallRecord | None = CallRecord.from_json(raw) if raw else None
         self._closed = False
+        #: Seconds the lock-and-read took (a measure of the store's speed right now).
+        self.took = 0.0
         self._renewer: asyncio.TimerHandle | None = None
         self._schedule_renewal()
 
@@ -189,7 +197,9 @@ class CallLocks:
         elapsed = self.clock.monotonic() - started
         if elapsed < self.timing.lease / 2:  # an uncontended acquire: a round trip
             self.timing.observe(elapsed)
-        return Txn(self, callid, token, raw)
+        txn = Txn(self, callid, token, raw)
+        txn.took = elapsed
+        return txn
 
     @asynccontextmanager
     async def hold(self, callid: int, *, wait: float | None = None) -> AsyncIterator[Txn]:
