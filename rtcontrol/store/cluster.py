@@ -43,8 +43,14 @@ T = TypeVar("T")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 #: redis-py options a cluster URL may carry besides rtcontrol's own.
 CLUSTER_PASS_THROUGH = frozenset(
-    {"client_name", "ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile"}
-    | {"ssl_check_hostname"}
+    (
+        "client_name",
+        "ssl_cert_reqs",
+        "ssl_ca_certs",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "ssl_check_hostname",
+    )
 )
 #: Connections per node. redis-py's cluster pool refuses (does not wait) past it.
 MAX_CONNECTIONS_PER_NODE = 1000
