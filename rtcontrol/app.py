@@ -298,12 +298,12 @@ class App:
         began = asyncio.get_running_loop().time()
         await self.store.ping()
         self.engine.timing.observe(asyncio.get_running_loop().time() - began)  # a first RTT
-        self.engine.hangups.ensure_janitor()
+        self.engine.start_background()
 
     async def shutdown(self, timeout: float = 25.0) -> None:  # noqa: ASYNC109 - public API
         """Let callbacks, slow handlers and ``on_hangup`` runs in flight finish, then
         close the store."""
-        self.engine.hangups.stop()
+        self.engine.stop_background()
         try:
             await asyncio.wait_for(self.engine.wait_idle(), timeout=timeout)
             pending = {t for t in self._tasks if not t.done()}

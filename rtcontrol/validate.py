@@ -39,7 +39,8 @@ __all__ = [
     "variables_limit",
 ]
 
-#: How deep ``variables`` (and state) may nest: objects/arrays below the top value.
+#: How deep ``variables`` may nest (objects/arrays below the top value); state is only
+#: held to what JSON can carry.
 #: The inbound rule (``rtcontrol.protocol``) and this one are the same definition.
 MAX_DEPTH = MAX_VARIABLES_DEPTH
 #: Bytes kept free under the body limit for the rest of the platform's POST

@@ -68,6 +68,7 @@ from .replies import (
 )
 from .runner import current_scope, finished_by, start
 from .transaction import CallLocks, Timing, Txn, brief
+from .watchdog import Watchdog
 
 __all__ = ["Decision", "Engine"]
 
@@ -109,6 +110,8 @@ class Engine:
         self.bindings = Bindings(store, settings, self.clock)
         self.deliveries = Deliveries(self)
         self.hangups = Hangups(self, self.deliveries.cancel)
+        self.watchdog = Watchdog(settings.blocking_warn, registry.handler_codes)
+        self._background_loop: asyncio.AbstractEventLoop | None = None
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -140,6 +143,20 @@ class Engine:
         )
         return Reply(decision.body, decision.status)
 
+    def start_background(self) -> None:
+        """Start this worker's janitor and watchdog (at start-up, or on the first callback)."""
+        loop = asyncio.get_running_loop()
+        if self._background_loop is not loop:
+            self.watchdog.stop()
+        self._background_loop = loop
+        self.hangups.ensure_janitor()
+        self.watchdog.start(loop)
+
+    def stop_background(self) -> None:
+        self.hangups.stop()
+        self.watchdog.stop()
+        self._background_loop = None
+
     def safe_reply(self, request: RTRequest) -> Reply:
         """The fallback command, built from the request alone (an internal error)."""
         if is_terminal(request.call_status):
@@ -156,7 +173,8 @@ class Engine:
         terminal = is_terminal(req.call_status)
         if terminal and not isinstance(req.call_status, CallStatus):
             self._unknown_status(req)
-        self.hangups.ensure_janitor()
+        if self._background_loop is not asyncio.get_running_loop():
+            self.start_background()
         wait = self.timing.lock_wait_for(started, self.clock.monotonic(), terminal=terminal)
         try:
             txn = await self.locks.open(req.callid, wait=wait)
@@ -452,7 +470,7 @@ class Engine:
             variables=variables,
             interrupted=interrupted,
         )
-        task, scope = start(handler, call, f"{flow.name}.{step}", self.settings.blocking_warn)
+        task, scope = start(handler, call, f"{flow.name}.{step}")
         if not await finished_by(task, deadline):
             token = secrets.token_hex(6)
             until = self.clock.wall() + self.settings.background_timeout

@@ -7,6 +7,7 @@ engine. It never guesses: an unknown flow name is ``None``, not the main flow.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from types import CodeType
 from typing import Any
 
 from ..errors import ConfigurationError, RegistrationError
@@ -107,12 +108,35 @@ class Registry:
             raise RegistrationError(f"no flow named {flow!r} is registered")
         return flow
 
+    def handler_codes(self) -> dict[CodeType, str]:
+        """The code object of every registered handler -> ``"flow.step"`` (for the
+        watchdog, which finds handlers on a blocked stack)."""
+        codes: dict[CodeType, str] = {}
+        for flow in self.flows.values():
+            for table in (flow.steps, flow.hooks):
+                for name, handler in table.items():
+                    code = _code_of(handler)
+                    if code is not None:
+                        codes.setdefault(code, f"{flow.name}.{name}")
+        for start in (*self.main_inbound.values(), *self.main_outbound.values()):
+            code = _code_of(start)
+            if code is not None:
+                codes.setdefault(code, f"{MAIN}.{getattr(start, '__name__', 'start')}")
+        return codes
+
     async def _main_start(self, call: Call) -> Any:
         handlers = self.main_outbound if call.is_outbound else self.main_inbound
         handler = handlers.get(call.app_hash) or handlers.get(None)
         if handler is None:  # routed here as a last resort: nothing can answer
             raise LookupError(f"no {'outbound' if call.is_outbound else 'inbound'} handler")
         return await handler(call)
+
+
+def _code_of(handler: Any) -> CodeType | None:
+    fn = getattr(handler, "__func__", handler)  # bound methods of Flow instances
+    fn = getattr(fn, "__wrapped__", fn)  # plain `def` steps wrapped to run in a thread
+    code = getattr(fn, "__code__", None)
+    return code if isinstance(code, CodeType) else None
 
 
 def route_keys(routes: Routes) -> list[str | None]:

@@ -1,12 +1,10 @@
-"""Running one handler against the deadline, watching for blocking code.
+"""Running one handler against the deadline.
 
 * :func:`start` runs the handler in its own task, inside a :class:`Scope` that
   says which call it serves (so ``interrupt()`` on its own call needs no lock);
-* :func:`finished_by` waits for it until the deadline without cancelling it;
-* a handler that keeps the event loop busy for more than ``blocking_warn``
-  seconds between two awaits is logged once per run, with how long it blocked
-  (the fix: ``await call.run_sync(fn, ...)``, or a plain ``def`` step, which runs
-  in a worker thread).
+* :func:`finished_by` waits for it until the deadline without cancelling it.
+
+Blocking code in a handler is seen by :mod:`rtcontrol.core.watchdog`, at no cost here.
 """
 
 from __future__ import annotations
@@ -14,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import time
-from collections.abc import Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,118 +46,22 @@ def current_scope() -> Scope | None:
 
 
 def start(
-    handler: Handler, call: Call, where: str, blocking_warn: float
+    handler: Handler, call: Call, where: str, blocking_warn: float = 0.0
 ) -> tuple[asyncio.Future[Any], Scope]:
-    """Start ``handler(call)``; ``where`` names it in logs.
-
-    The handler's first slice runs at once (as an eager task would): most handlers
-    return their command without awaiting anything, and then no task is created at
-    all (the result comes back as a done future). A handler that awaits goes on in
-    a task of its own, in the same context.
-    """
+    """Start ``handler(call)`` in a task of its own (``asyncio.timeout`` and task groups
+    inside a handler then act on the handler, never on the callback). ``where`` and
+    ``blocking_warn`` are kept for the signature; blocking is seen by the watchdog."""
     scope = Scope(call.id)
-    context = contextvars.copy_context()
-    context.run(_scope.set, scope)
-    loop = asyncio.get_running_loop()
-    limit = 0.0 if getattr(handler, "__rtcontrol_sync__", False) else blocking_warn
-    coro = handler(call)
-    if not isinstance(coro, Coroutine):  # pragma: no cover - check_handler makes coroutines
-        raise TypeError(f"handler {where} did not return a coroutine")
-    began = time.perf_counter()
-    try:
-        yielded = context.run(coro.send, None)
-    except StopIteration as stop:
-        scope.finished = True
-        _check_slice(time.perf_counter() - began, limit, call.id, where)
-        done: asyncio.Future[Any] = loop.create_future()
-        done.set_result(stop.value)
-        return done, scope
-    except Exception as exc:
-        scope.finished = True
-        _check_slice(time.perf_counter() - began, limit, call.id, where)
-        failed: asyncio.Future[Any] = loop.create_future()
-        failed.set_exception(exc)
-        return failed, scope
-    first = time.perf_counter() - began
-    watched = _Watched(coro, call.id, where, limit, yielded, first)
-    task = loop.create_task(_continue(watched, scope), context=context)
+    task = asyncio.ensure_future(_run(handler, call, scope))
     return task, scope
 
 
-async def _continue(watched: _Watched, scope: Scope) -> Any:
+async def _run(handler: Handler, call: Call, scope: Scope) -> Any:
+    _scope.set(scope)
     try:
-        return await watched
+        return await handler(call)
     finally:
         scope.finished = True
-
-
-def _check_slice(seconds: float, limit: float, callid: int, where: str) -> None:
-    if limit > 0 and seconds > limit:
-        handler_log.warning(
-            "callid=%s: handler %s blocked the event loop for %.2fs without awaiting; "
-            "every call on this worker waited. Run blocking code with "
-            "`await call.run_sync(fn, ...)` or make the step a plain `def` (it then "
-            "runs in a worker thread)",
-            callid,
-            where,
-            seconds,
-        )
-
-
-class _Watched:
-    """Goes on with a coroutine whose first slice already ran (it yielded ``first``),
-    timing each slice it runs between two suspensions."""
-
-    __slots__ = ("_callid", "_coro", "_first", "_limit", "_where", "_worst")
-
-    def __init__(
-        self,
-        coro: Coroutine[Any, Any, Any],
-        callid: int,
-        where: str,
-        limit: float,
-        first: Any,
-        worst: float,
-    ) -> None:
-        self._coro = coro
-        self._callid = callid
-        self._where = where
-        self._limit = limit
-        self._first = first
-        self._worst = worst
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self._coro
-        worst = self._worst
-        clock = time.perf_counter
-        send: Any = None
-        throw: BaseException | None = None
-        try:
-            try:
-                send = yield self._first
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                throw = exc
-            while True:
-                began = clock()
-                try:
-                    future = coro.send(send) if throw is None else coro.throw(throw)
-                except StopIteration as stop:
-                    worst = max(worst, clock() - began)
-                    return stop.value
-                worst = max(worst, clock() - began)
-                send, throw = None, None
-                try:
-                    send = yield future
-                except GeneratorExit:
-                    coro.close()
-                    raise
-                except BaseException as exc:
-                    throw = exc
-        finally:
-            _check_slice(worst, self._limit, self._callid, self._where)
 
 
 async def finished_by(task: asyncio.Future[Any], deadline: float) -> bool:
