@@ -33,6 +33,7 @@ __all__ = [
     "Nginx",
     "UvicornWorker",
     "nginx_exe",
+    "shipped_server_params",
     "skip_or_fail",
     "worker_env",
 ]
@@ -40,6 +41,7 @@ __all__ = [
 REPO = Path(__file__).resolve().parents[2]
 TESTS = REPO / "tests"
 SITE_CONF = REPO / "deploy" / "nginx" / "rtcontrol.conf"
+UPSTREAMS_CONF = REPO / "deploy" / "nginx" / "upstreams.conf"
 CALLBACK = "/callback"
 LOGIN = "callr-deploy"
 PASSWORD = "deploy-S3cret"
@@ -233,10 +235,30 @@ def site_config(listen: str, upstreams: Path) -> str:
     return text
 
 
-class Nginx:
-    """nginx with a private prefix: ``nginx -p DIR -c DIR/nginx.conf -g 'daemon off;'``."""
+def shipped_server_params() -> str:
+    """The parameters of the ``server`` lines of the shipped ``upstreams.conf`` (e.g.
+    ``max_fails=0``), so the tests run the workers' list as it is deployed."""
+    found = re.search(r"(?m)^\s*server\s+\S+\s*([^;#]*);", UPSTREAMS_CONF.read_text())
+    if found is None:
+        pytest.fail(f"{UPSTREAMS_CONF} has no `server host:port ...;` line")
+    return found.group(1).strip()
 
-    def __init__(self, exe: str, upstream_ports: list[int], *, workers: int = 1) -> None:
+
+class Nginx:
+    """nginx with a private prefix: ``nginx -p DIR -c DIR/nginx.conf -g 'daemon off;'``.
+
+    The worker list has one ``server 127.0.0.1:<port> <params>;`` line per port;
+    ``server_params`` defaults to those of the shipped ``deploy/nginx/upstreams.conf``.
+    """
+
+    def __init__(
+        self,
+        exe: str,
+        upstream_ports: list[int],
+        *,
+        workers: int = 1,
+        server_params: str | None = None,
+    ) -> None:
         self.exe = exe
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="rtc-nginx-"))
@@ -245,8 +267,9 @@ class Nginx:
         self.error_log = self.dir / "error.log"
         self.access_log = self.dir / "access.log"
         self.upstreams = self.dir / "upstreams.conf"
+        params = shipped_server_params() if server_params is None else server_params
         self.upstreams.write_text(
-            "".join(f"server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;\n" for p in upstream_ports)
+            "".join(f"server 127.0.0.1:{p} {params};\n".replace(" ;", ";") for p in upstream_ports)
         )
         (self.dir / "rtcontrol.conf").write_text(
             site_config(f"127.0.0.1:{self.port}", self.upstreams)
