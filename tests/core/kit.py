@@ -19,11 +19,11 @@ import itertools
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar, cast
 
 import pytest
+from framework.rig import FakeClock, Probe  # one copy of the rig's probe and clock
 
 from rtcontrol import App, RTRequest
 from rtcontrol.core.ports import Reply
@@ -47,48 +47,6 @@ async def within(aw: Awaitable[T], seconds: float = WAIT) -> T:
         return await asyncio.wait_for(aw, seconds)
     except TimeoutError:
         raise AssertionError(f"not done within {seconds}s") from None
-
-
-class Probe:
-    """Counts named events; ``await probe.wait(name, n)`` until ``name`` happened n times."""
-
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self._waiters: list[tuple[str, int, asyncio.Future[None]]] = []
-
-    def hit(self, name: str) -> None:
-        self.counts[name] += 1
-        for waiter in list(self._waiters):
-            wanted, n, fut = waiter
-            if wanted == name and self.counts[name] >= n:
-                self._waiters.remove(waiter)
-                if not fut.done():
-                    fut.set_result(None)
-
-    async def wait(self, name: str, n: int = 1, within: float = WAIT) -> None:
-        if self.counts[name] >= n:
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((name, n, fut))
-        try:
-            await asyncio.wait_for(fut, within)
-        except TimeoutError:
-            raise AssertionError(
-                f"{name!r} happened {self.counts[name]} times, expected {n}"
-            ) from None
-
-
-class FakeClock:
-    """``time.monotonic`` plus an offset the test advances (TTLs and leases run out)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.monotonic() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
 
 
 class EngineClock:
