@@ -18,13 +18,14 @@ from .core.engine import Engine
 from .core.flow import Flow, FlowSpec
 from .core.ports import CallControl, Clock, Reply
 from .core.registry import Registry, Routes
-from .errors import ConfigurationError, RegistrationError
+from .errors import ConfigurationError, OutputError, RegistrationError
 from .events import EventBus
 from .media import Target, tts
 from .metrics import Metrics
 from .protocol import RTRequest
 from .settings import Settings
 from .store import Store, open_store
+from .validate import check_command
 
 if TYPE_CHECKING:
     from .rpc import CallrClient
@@ -71,6 +72,8 @@ class App:
         clock: Clock | None = None,
         **overrides: Any,
     ) -> None:
+        if settings is not None and overrides:  # the keyword arguments win
+            settings = Settings.from_env({}, **{**settings.model_dump(), **overrides})
         self.settings = settings or Settings.from_env(**overrides)
         s = self.settings
         self.store = (
@@ -85,6 +88,17 @@ class App:
             raise ConfigurationError("hold must be a command that keeps the call up (wait, play)")
         if not isinstance(fallback, Command):
             raise ConfigurationError("fallback must be a command (e.g. play(...) or hangup())")
+        for what, command in (("hold", hold), ("fallback", fallback)):
+            try:
+                check_command(command)
+            except OutputError as exc:
+                raise ConfigurationError(f"{what}: {exc}") from None
+            if command.step is not None:
+                raise ConfigurationError(
+                    f"{what} must not be bound to a step with .then(): rtcontrol routes its "
+                    "result itself (the hold is re-issued or the handler's command follows; "
+                    "a hang-up follows the fallback)"
+                )
         self.hold = hold
         self.fallback = fallback
         self.registry = Registry()

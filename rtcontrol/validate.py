@@ -104,9 +104,11 @@ def encode_record(record: dict[str, Any], state: Any, what: str) -> str:
     other objects, runaway nesting); every key in ``state`` must be a string (JSON
     would silently turn ``1`` into ``"1"``). Raises :class:`OutputError` naming ``what``.
     """
-    _checked_keys(state, what)
     try:
+        _checked_keys(state, what)
         return _encoder.encode(record)
+    except OutputError:
+        raise
     except (ValueError, TypeError, RecursionError) as exc:
         raise OutputError(f"{what}: {_cause(exc)}") from None
 

@@ -47,38 +47,41 @@ ATTEMPTS = 5
 class Deliveries:
     def __init__(self, engine: EngineParts) -> None:
         self.engine = engine
-        self._running: dict[int, asyncio.Task[None]] = {}
+        #: callid -> hold token -> the task finishing that slow handler here.
+        self._running: dict[int, dict[str, asyncio.Task[None]]] = {}
 
     def start(self, call: Call, task: asyncio.Future[Any], scope: Scope, token: str) -> None:
         """Finish ``task`` in the background (called once the hold is durable)."""
         runner = self.engine.spawn(self._finish(call, task, scope, token))
         callid = call.id
-        self._running[callid] = runner
+        self._running.setdefault(callid, {})[token] = runner
 
         def forget(t: asyncio.Task[None]) -> None:
-            if self._running.get(callid) is t:
-                del self._running[callid]
+            runs = self._running.get(callid)
+            if runs is not None and runs.get(token) is t:
+                del runs[token]
+                if not runs:
+                    del self._running[callid]
             if t.cancelled():  # even if it was cancelled before it ever ran
                 task.cancel()
 
         runner.add_done_callback(forget)
 
     def cancel(self, callid: int) -> None:
-        """The call ended: stop its slow handler."""
-        runner = self._running.pop(callid, None)
-        if runner is not None:
+        """The call ended: stop every slow handler of the call running here."""
+        for runner in self._running.pop(callid, {}).values():
             runner.cancel()
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        return sum(len(runs) for runs in self._running.values())
 
     async def alive(self, callid: int, token: str) -> bool:
-        """Is a worker still running the slow handler of this hold?"""
-        if callid in self._running:
+        """Is a worker still running the slow handler of this very hold?"""
+        if token in self._running.get(callid, {}):
             return True
         try:
-            return bool(await self.engine.store.get(keys.hold_key(callid)) == token)
+            return await self.engine.store.get(keys.hold_key(callid, token)) is not None
         except (StoreError, OSError):
             return True  # cannot tell: hold again rather than cut a live handler short
 
@@ -86,7 +89,7 @@ class Deliveries:
         store, lease = self.engine.store, self.engine.timing.lease
         while True:
             with contextlib.suppress(StoreError, OSError):
-                await store.set(keys.hold_key(callid), token, ttl=3 * lease)
+                await store.set(keys.hold_key(callid, token), 1, ttl=3 * lease)
             await asyncio.sleep(lease)
 
     async def _finish(
@@ -103,7 +106,7 @@ class Deliveries:
             await self._deliver(call, token, command)
         finally:
             with contextlib.suppress(StoreError, OSError):
-                await engine.store.delete(keys.hold_key(call.id))
+                await engine.store.delete(keys.hold_key(call.id, token))
 
     async def _outcome(
         self, call: Call, task: asyncio.Future[Any], scope: Scope, where: str
@@ -187,6 +190,12 @@ class Deliveries:
                         app_log.info(
                             "callid=%s: slow handler finished after the call moved on", callid
                         )
+                        return
+                    interrupt = record.interrupt
+                    if interrupt is not None and interrupt.target == record.current:
+                        # An interrupt broke this hold meanwhile: its action wins, and
+                        # one break was sent already.
+                        app_log.info("callid=%s: slow handler finished after an interrupt", callid)
                         return
                     flow = engine.registry.flow(record.flow)
                     try:

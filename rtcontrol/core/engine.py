@@ -51,6 +51,7 @@ from .call import Call, CallServices
 from .delivery import Deliveries
 from .flow import FlowSpec, Handler
 from .hangups import Hangups
+from .keys import request_key
 from .outbound import Binding, Bindings
 from .parts import Decision
 from .ports import CallControl, Clock, Reply, SystemClock
@@ -194,16 +195,34 @@ class Engine:
             ended = decision.disposition is Disposition.HANGUP
             ttl = self.settings.ended_ttl if ended else self.settings.call_ttl
             try:
-                await txn.commit(decision.text, ttl=ttl)
+                if ended:  # indexed first: a worker that dies now leaves it to the janitor
+                    await self.hangups.index(req.callid)
+                # The reply must leave in time: the write gets what is left, plus a margin.
+                limit = max(self.timing.reply_deadline(started) + 0.5 - self.clock.monotonic(), 0.1)
+                await asyncio.wait_for(txn.commit(decision.text, ttl=ttl), timeout=limit)
             except (StoreError, TimeoutError, OSError) as exc:
+                await txn.release()
+                if decision.cancel is not None:
+                    decision.cancel()
                 app_log.error("callid=%s: could not save the call: %s", req.callid, brief(exc))
                 if ended:  # not durable: refuse to acknowledge, keep it for retry
                     return self.hangups.keep(req, exc)
-        if decision.disposition is Disposition.HANGUP:
-            await self.hangups.index(req.callid)
+                # Not durable, so not sent: the report is held and replayed (the step, if
+                # it runs again, gets the same idempotency key).
+                return self._not_ready(req, envelope, exc)
+            cleanup = decision.cleanup or (txn.record.cleanup if txn.record else ())
+            if cleanup:
+                self.spawn(self._cleanup(cleanup))
         if decision.after is not None:
             decision.after()
         return decision
+
+    async def _cleanup(self, keys_: tuple[str, ...]) -> None:
+        """Delete what the durable record made useless (an outbound binding)."""
+        try:
+            await self.store.delete(*keys_)
+        except (StoreError, OSError) as exc:  # it expires by itself
+            app_log.info("cleanup of %s failed: %s", keys_, brief(exc))
 
     # ----------------------------------------------------------------- decisions
 
@@ -222,6 +241,7 @@ class Engine:
             if isinstance(made, Decision):
                 return made
             record, disposition = made
+            txn.record = record
         elif req.command_id != record.current or type(req.command_id) is not type(record.current):
             early = self._not_current(req, ref, record)
             if early is not None:
@@ -245,7 +265,7 @@ class Engine:
                 req, record, flow, interrupt.action, ref, variables, deadline
             )
         if ref is not None and ref.step in keys.BUILTIN_STEPS:
-            return await self._builtin(req, ref, record, flow, variables)
+            return await self._builtin(req, ref, record, flow, variables, deadline)
         step = self._step_name(req, ref)
         handler = self._resolve(flow, step)
         return await self._run(req, record, flow, step, handler, variables, deadline, disposition)
@@ -258,9 +278,13 @@ class Engine:
         if known is not None:
             return Decision(known.encode(), Disposition.DUPLICATE, "-")
         current = keys.parse_command_id(record.current) if record.current is not None else None
-        if record.current is None or (
-            ref is not None and current is not None and ref.seq > current.seq
-        ):
+        ahead = (
+            ref is not None
+            and current is not None
+            and current.seq < ref.seq <= current.seq + MAX_LOST_WRITES
+            and ref.flow in (record.flow, "-")  # every id we send names the call's flow
+        )
+        if record.current is None or ahead:
             # Ahead of the record: the store lost our last write (Redis restarted between
             # a callback's lock and its save). The echoed id is the truth: go on from it.
             app_log.warning(
@@ -296,6 +320,8 @@ class Engine:
                 binding = bound
             flow = binding.flow if binding is not None else self.registry.first_flow(req)
             record = CallRecord(flow=flow, app=req.app, state=binding.data if binding else {})
+            if binding is not None and req.request_hash is not None:
+                record.cleanup = (request_key(req.request_hash),)  # once recorded
             if binding is not None and binding.data:  # kept if start() leaves bad state
                 record.initial = json.loads(json.dumps(binding.data))
             self.events.emit(CallStarted(req.callid, flow, req.is_outbound))
@@ -371,6 +397,7 @@ class Engine:
         record: CallRecord,
         flow: FlowSpec,
         variables: dict[str, Any],
+        deadline: float,
     ) -> Decision:
         if ref.step == keys.BYE_STEP:
             return await self._finish(req, record, self.bye, variables, ref.step, Disposition.REPLY)
@@ -385,6 +412,8 @@ class Engine:
             if hold is not None and self.clock.wall() < hold.until:
                 if await self.deliveries.alive(req.callid, hold.token):
                     return await self._hold(req, record, hold.step, HoldReason.SLOW_HANDLER)
+                if hold.request is not None:
+                    return await self._rerun(req, record, flow, hold, deadline)
                 app_log.error(
                     "callid=%s: the worker running %s.%s behind the hold is gone: the fallback",
                     req.callid,
@@ -402,6 +431,38 @@ class Engine:
             req, record, self.fallback, variables, ref.step, Disposition.FALLBACK
         )
 
+    async def _rerun(
+        self, req: RTRequest, record: CallRecord, flow: FlowSpec, hold: HoldTicket, deadline: float
+    ) -> Decision:
+        """The worker running a slow step died: run the step again, here, from the report
+        that started it (the handler sees the same values and the same idempotency key)."""
+        assert hold.request is not None
+        original = RTRequest.model_validate(hold.request)
+        app_log.warning(
+            "callid=%s: the worker running %s.%s behind the hold is gone: running it again "
+            "(same idempotency key)",
+            req.callid,
+            flow.name,
+            hold.step,
+        )
+        record.hold = None
+        if hold.step == "on_break":
+            handler = self.registry.hook(flow, "on_break")
+        else:
+            handler = self._resolve(flow, hold.step)
+        return await self._run(
+            original,
+            record,
+            flow,
+            hold.step,
+            handler,
+            _own_copy(original.variables),
+            deadline,
+            Disposition.RECOVERED,
+            interrupted=hold.interrupted,
+            report=req,
+        )
+
     async def _run_action(
         self,
         req: RTRequest,
@@ -414,7 +475,13 @@ class Engine:
     ) -> Decision:
         if action.kind is ActionKind.COMMAND and action.command is not None:
             return await self._finish(
-                req, record, action.command, variables, "interrupt", Disposition.INTERRUPT
+                req,
+                record,
+                action.command,
+                variables,
+                "interrupt",
+                Disposition.INTERRUPT,
+                flow=flow,
             )
         if action.kind is ActionKind.STEP and action.step is not None:
             step = action.step
@@ -449,8 +516,12 @@ class Engine:
         disposition: Disposition,
         *,
         interrupted: bool = False,
+        report: RTRequest | None = None,
     ) -> Decision:
-        """Run one handler against the deadline; past it, hold and finish later."""
+        """Run one handler against the deadline; past it, hold and finish later.
+
+        ``report``: the callback being answered, when it is not ``req`` (a step run
+        again from its hold ticket answers the hold's report)."""
         if handler is None:
             handler_log.error(
                 "callid=%s: flow %s has no step %r: answering with the fallback",
@@ -459,7 +530,7 @@ class Engine:
                 step,
             )
             return await self._finish(
-                req, record, self.fallback, variables, step, Disposition.FALLBACK
+                req, record, self.fallback, variables, step, Disposition.FALLBACK, report=report
             )
         call = Call(
             self.services,
@@ -471,12 +542,14 @@ class Engine:
             interrupted=interrupted,
         )
         task, scope = start(handler, call, f"{flow.name}.{step}")
+        scope.flow = flow.name
         if not await finished_by(task, deadline):
             token = secrets.token_hex(6)
             until = self.clock.wall() + self.settings.background_timeout
-            record.hold = HoldTicket(token, until, step)
-            decision = await self._hold(req, record, step, HoldReason.SLOW_HANDLER)
+            record.hold = HoldTicket(token, until, step, _request_json(req), interrupted)
+            decision = await self._hold(report or req, record, step, HoldReason.SLOW_HANDLER)
             decision.after = lambda: self.deliveries.start(call, task, scope, token)
+            decision.cancel = lambda: _cancel(task)  # no hold recorded: nobody delivers
             return decision
         try:
             result = task.result()
@@ -487,14 +560,23 @@ class Engine:
                 flow.name,
                 step,
             )
+            record.state = await self._state_before(req, record)  # a failed step changes none
             return await self._finish(
-                req, record, self.fallback, call.variables, step, Disposition.FALLBACK
+                req,
+                record,
+                self.fallback,
+                call.variables,
+                step,
+                Disposition.FALLBACK,
+                report=report,
             )
         if scope.action is not None:  # the handler interrupted its own call
             return await self._own_interrupt(
                 req, record, flow, scope.action, result, call, deadline
             )
-        return await self._finish(req, record, result, call.variables, step, disposition, flow=flow)
+        return await self._finish(
+            req, record, result, call.variables, step, disposition, flow=flow, report=report
+        )
 
     async def _own_interrupt(
         self,
@@ -510,7 +592,13 @@ class Engine:
         so the action replaces the handler's reply (and no break is sent)."""
         if action.kind is ActionKind.COMMAND and action.command is not None:
             return await self._finish(
-                req, record, action.command, call.variables, call.step, Disposition.INTERRUPT
+                req,
+                record,
+                action.command,
+                call.variables,
+                call.step,
+                Disposition.INTERRUPT,
+                flow=flow,
             )
         if action.kind is ActionKind.STEP and action.step is not None:
             return await self._run(
@@ -547,7 +635,10 @@ class Engine:
             raise OutputError(f"set call.variables to a {type(variables).__name__}, not a dict")
         if RESERVED in variables:
             variables = strip_reserved(variables)
-        if variables != received:  # what came in passed the same rules on the way in
+        # What came in passed the same rules on the way in: flat JSON scalars equal to
+        # them need no second look (nested values may have been changed in place, and
+        # equality is not identity: Decimal(10) == 10).
+        if variables != received or any(type(v) not in _SCALARS for v in variables.values()):
             check_outgoing(variables, self.settings.max_body)
         return checked, variables
 
@@ -561,11 +652,13 @@ class Engine:
         disposition: Disposition,
         *,
         flow: FlowSpec | None = None,
+        report: RTRequest | None = None,
     ) -> Decision:
         """Check, encode and remember the reply; fall back (once) on a violation."""
+        answered = report or req
         try:
             command, variables = self.outgoing(command, variables, flow, req.variables)
-            body = self._reply_body(req, record, command, variables, disposition)
+            body = self._reply_body(answered, record, command, variables, disposition)
             text = encode_record(
                 record.to_json(), record.state, "left call.state that cannot be stored"
             )
@@ -580,7 +673,7 @@ class Engine:
             record.state = await self._state_before(req, record)
             command, variables = self.fallback, strip_reserved(req.variables)
             disposition = Disposition.FALLBACK
-            body = self._reply_body(req, record, command, variables, disposition)
+            body = self._reply_body(answered, record, command, variables, disposition)
             text = encode_record(record.to_json(), record.state, "call record")
         return Decision(body, disposition, step, text)
 
@@ -698,8 +791,13 @@ class Engine:
         scope = current_scope()
         if scope is not None and scope.callid == callid:
             # From the call's own handler: nothing runs on the platform to break.
+            step = action.step or (action.command.step if action.command else None)
+            flow = self.registry.flow(scope.flow)
+            if step is not None and (flow is None or flow.step(step) is None):
+                raise RegistrationError(f"flow {scope.flow} has no step {step!r}")
             scope.action = action
             return False
+        self.control()  # no API credentials: say so now, before anything is recorded
         async with self.locks.hold(callid) as txn:
             record = txn.record
             if record is None:
@@ -711,8 +809,13 @@ class Engine:
                 flow = self.registry.flow(record.flow)
                 if flow is None or flow.step(step) is None:
                     raise RegistrationError(f"flow {record.flow} has no step {step!r}")
-            replaced = record.interrupt is not None and _same_id(
-                record.interrupt.target, record.current
+            current = keys.parse_command_id(record.current or "")
+            replaced = (
+                record.interrupt is not None and _same_id(record.interrupt.target, record.current)
+            ) or (  # a slow handler's delivery already broke this hold
+                record.pending is not None
+                and current is not None
+                and current.step == keys.HOLD_STEP
             )
             record.interrupt = Interrupt(record.current, action)
             await txn.save(
@@ -769,6 +872,19 @@ def to_action(then: Command | str | Callable[..., Any] | None) -> Action:
     return Action(ActionKind.STEP, step=step_name(then))
 
 
+#: How far an echoed id may be ahead of the stored call and still be ours: the store
+#: lost that many writes (Redis restarted from its last fsync, one second of writes).
+MAX_LOST_WRITES = 3
+
+#: JSON scalar types.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _request_json(req: RTRequest) -> dict[str, Any]:
+    data: dict[str, Any] = req.model_dump(mode="json")
+    return data
+
+
 def _own_copy(variables: dict[str, Any]) -> dict[str, Any]:
     """The handler's own copy of ``variables``: changes to it, nested ones included,
     never reach the request (whose variables the fallback sends as they came)."""
@@ -796,3 +912,7 @@ def _next_seq(record: CallRecord, req: RTRequest) -> int:
 
 def _spawn(coro: Any) -> asyncio.Task[Any]:
     return asyncio.ensure_future(coro)
+
+
+def _cancel(task: asyncio.Future[Any]) -> None:
+    task.cancel()

@@ -88,7 +88,9 @@ def check_handler(fn: Any, what: str, *, bound: bool = False) -> Handler:
             f"{what} {name} must take exactly one argument, the call: "
             f"`async def {_short(fn)}{shape}`"
         )
-    if inspect.iscoroutinefunction(fn):
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        type(fn).__call__  # an object with `async def __call__`
+    ):
         return fn  # type: ignore[no-any-return]
     return in_thread(fn)
 

@@ -59,6 +59,8 @@ class Hangups:
         self.cancel_slow = cancel_slow
         self._janitor: asyncio.Task[None] | None = None
         self._kept: set[int] = set()
+        #: When a refused terminal callback was first seen (bounds the binding wait).
+        self._first_seen: dict[int, float] = {}
         self._runs: set[int] = set()
 
     # ------------------------------------------------------------------ the callback
@@ -81,7 +83,10 @@ class Hangups:
             engine.events.emit(CallTerminated(req.callid, flow, str(req.call_status), answered))
             self.run_later(req, flow, state, attempt=1)
 
-        return Decision(b"{}", Disposition.HANGUP, "on_hangup", text, after=after)
+        self._first_seen.pop(req.callid, None)
+        return Decision(
+            b"{}", Disposition.HANGUP, "on_hangup", text, after=after, cleanup=record.cleanup
+        )
 
     async def _record_for(self, req: RTRequest) -> CallRecord:
         """A call that ends on its first callback (busy, no answer, an unknown status):
@@ -95,20 +100,35 @@ class Hangups:
             if binding is None and await engine.bindings.in_flight():
                 until = engine.clock.monotonic() + engine.timing.budget / 2
                 binding = await engine.bindings.wait(req.request_hash, until)
+                now = engine.clock.monotonic()
+                since = self._first_seen.setdefault(req.callid, now)
+                waited = now - since
+                if binding is None and await engine.bindings.in_flight():
+                    if waited < engine.settings.outbound_bind_wait:
+                        # not durable yet: refused (503) and kept, retried once bound
+                        raise StoreError("its start_call has not recorded the flow yet")
+                    app_log.error(
+                        "callid=%s: outbound call (request %s) ended before start_call "
+                        "recorded its flow: on_hangup of the default flow",
+                        req.callid,
+                        req.request_hash,
+                    )
             if binding is not None:
-                return CallRecord(flow=binding.flow, app=req.app, state=binding.data)
+                record = CallRecord(flow=binding.flow, app=req.app, state=binding.data)
+                record.cleanup = (keys.request_key(req.request_hash),)
+                return record
         return CallRecord(flow=engine.registry.first_flow(req), app=req.app)
 
     async def index(self, callid: int) -> None:
-        """Index the ended call until its ``on_hangup`` is done (crash recovery)."""
+        """Index the ended call until its ``on_hangup`` is done (crash recovery).
+
+        Part of making the hang-up durable: a failure raises, and the hang-up is
+        then refused and kept for retry."""
         engine = self.engine
         due = engine.clock.wall() + engine.settings.hangup_budget + GRACE
-        try:
-            await engine.store.index_add(
-                keys.HANGUP_INDEX, str(callid), due, ttl=engine.settings.ended_ttl
-            )
-        except (StoreError, OSError) as exc:
-            app_log.warning("callid=%s: hang-up not indexed: %s", callid, brief(exc))
+        await engine.store.index_add(
+            keys.HANGUP_INDEX, str(callid), due, ttl=max(engine.settings.ended_ttl, 86400.0)
+        )
 
     def keep(self, req: RTRequest, exc: BaseException) -> Decision:
         """The terminal event could not be made durable: 503, and retry it here."""

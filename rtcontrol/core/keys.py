@@ -53,9 +53,10 @@ def lock_key(callid: int) -> str:
     return f"{PREFIX}{{{callid}}}:lock"
 
 
-def hold_key(callid: int) -> str:
-    """Alive (short TTL, renewed) while a worker still runs a slow handler of the call."""
-    return f"{PREFIX}{{{callid}}}:hold"
+def hold_key(callid: int, token: str) -> str:
+    """Alive (short TTL, renewed) while a worker still runs the slow handler of the
+    hold ``token`` of the call."""
+    return f"{PREFIX}{{{callid}}}:hold:{token}"
 
 
 def legacy_call_key(callid: int) -> str:
@@ -89,7 +90,7 @@ def parse_command_id(command_id: int | str) -> StepRef | None:
         return None
     seq, sep, rest = command_id.partition(":")
     flow, sep2, step = rest.partition(":")
-    if not (sep and sep2 and seq.isdigit() and flow and step):
+    if not (sep and sep2 and seq.isascii() and seq.isdigit() and flow and step):
         return None
     return StepRef(int(seq), flow, step)
 

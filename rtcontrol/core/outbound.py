@@ -74,11 +74,11 @@ class Bindings:
         self._changed = asyncio.Event()
 
     async def take(self, request_hash: str) -> Binding | None:
-        """The binding of ``request_hash``, if written (it is then deleted)."""
+        """The binding of ``request_hash``, if written. It is not deleted here: the engine
+        deletes it once the call's record, which now holds the flow and data, is durable."""
         raw = await self.store.get(request_key(request_hash))
         if not isinstance(raw, dict):
             return None
-        await self.store.delete(request_key(request_hash))
         data = raw.get("data")
         return Binding(str(raw.get("flow")), dict(data) if isinstance(data, dict) else {})
 

@@ -37,7 +37,12 @@ class Decision:
     #: The record to write, encoded; None: write nothing (only unlock).
     text: str | None = None
     status: int = 200
+    #: Run once the record is durable (a slow handler's delivery, on_hangup).
     after: Callable[[], None] | None = None
+    #: Run when the record could not be written (the work ``after`` would have followed).
+    cancel: Callable[[], None] | None = None
+    #: Keys to delete once the record is durable (an outbound binding, now recorded).
+    cleanup: tuple[str, ...] = ()
 
 
 class EngineParts(Protocol):

@@ -84,11 +84,15 @@ class Interrupt:
 @dataclass(frozen=True, slots=True)
 class HoldTicket:
     """A slow handler runs behind the hold. ``until``: wall time it may run to;
-    ``token``: which background run may deliver (a later one replaces it)."""
+    ``token``: which background run may deliver (a later one replaces it);
+    ``request``: the report that started the step (JSON), to run it again if its
+    worker dies; ``interrupted``: it was an interrupt's step."""
 
     token: str
     until: float
     step: str
+    request: dict[str, Any] | None = None
+    interrupted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,8 @@ class CallRecord:
     #: Not stored: the state a new call started with (``start_call`` data), kept in
     #: case its first step leaves a state that cannot be stored.
     initial: dict[str, Any] | None = None
+    #: Not stored: keys to delete once this record is durable (the outbound binding).
+    cleanup: tuple[str, ...] = ()
 
     def remember(self, report: str, body: bytes) -> None:
         """Keep ``body`` as the answer to ``report``, dropping the oldest beyond the limit."""
@@ -163,6 +169,10 @@ class CallRecord:
         if self.hold is not None:
             h = self.hold
             data["hold"] = {"token": h.token, "until": h.until, "step": h.step}
+            if h.request is not None:
+                data["hold"]["request"] = h.request
+            if h.interrupted:
+                data["hold"]["interrupted"] = True
         if self.pending is not None:
             p = self.pending
             data["pending"] = {"command": command_to_json(p.command), "variables": p.variables}
@@ -192,7 +202,14 @@ class CallRecord:
         if (i := data.get("interrupt")) is not None:
             record.interrupt = Interrupt(i.get("target"), Action.from_json(i["action"]))
         if (h := data.get("hold")) is not None:
-            record.hold = HoldTicket(str(h["token"]), float(h["until"]), str(h["step"]))
+            request = h.get("request")
+            record.hold = HoldTicket(
+                str(h["token"]),
+                float(h["until"]),
+                str(h["step"]),
+                dict(request) if isinstance(request, dict) else None,
+                bool(h.get("interrupted")),
+            )
         if (p := data.get("pending")) is not None:
             record.pending = Pending(command_from_json(p["command"]), dict(p["variables"]))
         if (t := data.get("hangup")) is not None:

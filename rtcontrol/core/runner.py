@@ -32,6 +32,7 @@ class Scope:
     callid: int
     finished: bool = False
     action: Action | None = None
+    flow: str = ""
 
 
 _scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ..errors import StoreError
+from ..errors import StoreError, StoreUnavailable
 from ..settings import Settings
 from ..store import Store
 from ..store.base import Encoded, LockToken
@@ -89,7 +89,17 @@ class Timing:
 class Txn:
     """A held lock on one call, with the record read under it."""
 
-    __slots__ = ("_closed", "_locks", "_renewer", "callid", "raw", "record", "token", "took")
+    __slots__ = (
+        "_closed",
+        "_locks",
+        "_renewer",
+        "callid",
+        "mark",
+        "raw",
+        "record",
+        "token",
+        "took",
+    )
 
     def __init__(self, locks: CallLocks, callid: int, token: LockToken, raw: Any) -> None:
         self._locks = locks
@@ -97,6 +107,8 @@ class Txn:
         self.token = token
         self.raw = raw
         self.record: CallRecord | None = CallRecord.from_json(raw) if raw else None
+        #: What the record said, apart from state, when it was read (see ``commit``).
+        self.mark = _mark(raw)
         self._closed = False
         #: Seconds the lock-and-read took (a measure of the store's speed right now).
         self.took = 0.0
@@ -120,8 +132,12 @@ class Txn:
                 lock_key(self.callid), self.token, lease=locks.timing.lease
             )
         except (StoreError, OSError) as exc:
+            if self._closed:
+                return
             _log.warning("callid=%s: lock renewal failed: %s", self.callid, brief(exc))
             held = True  # try again: the lease may still run
+        if self._closed:  # committed or released meanwhile: nothing was lost
+            return
         if not held:
             _log.warning("callid=%s: lock lease lost while working on the call", self.callid)
         elif not self._closed:
@@ -151,10 +167,31 @@ class Txn:
                 lock_key=lock_key(self.callid),
                 token=self.token,
             )
+        except StoreUnavailable:
+            await self.release()
+            raise
+        except StoreError:
+            # The lease ran out before the write (a slow store, a blocked loop). If
+            # nobody changed the call meanwhile, take the lock again and write.
+            await self._recommit(value, ttl)
         except BaseException:
             await self.release()
             raise
         locks.timing.observe(locks.clock.monotonic() - started)
+
+    async def _recommit(self, value: Encoded | None, ttl: float) -> None:
+        locks = self._locks
+        token, raw = await locks.store.acquire_and_get(
+            lock_key(self.callid), call_key(self.callid), lease=locks.timing.lease, wait=0.05
+        )
+        self.token = token
+        if _mark(raw) != self.mark:
+            await self.release()
+            raise StoreError(f"call {self.callid} changed while its lock had lapsed: not saved")
+        _log.warning("callid=%s: lock lease lapsed before the write; taken again", self.callid)
+        await locks.store.set_and_release(
+            call_key(self.callid), value, ttl=ttl, lock_key=lock_key(self.callid), token=token
+        )
 
     async def save(self, text: str, *, ttl: float) -> None:
         """Write the encoded record and keep the lock (an interrupt then sends its break)."""
@@ -212,6 +249,16 @@ class CallLocks:
         finally:
             if not txn._closed:
                 await txn.release()
+
+
+def _mark(raw: Any) -> tuple[Any, ...]:
+    """The fields another writer would have changed (everything but ``state``)."""
+    if not isinstance(raw, dict):
+        return (None,)
+    return tuple(
+        repr(raw.get(k))
+        for k in ("flow", "seq", "current", "interrupt", "hold", "pending", "hangup", "ended")
+    )
 
 
 def brief(exc: BaseException) -> str:

@@ -175,8 +175,8 @@ def lock_key(callid: int) -> str:
     return f"rtc:{{{callid}}}:lock"
 
 
-def hold_key(callid: int) -> str:
-    return f"rtc:{{{callid}}}:hold"
+def hold_key(callid: int, token: str) -> str:
+    return f"rtc:{{{callid}}}:hold:{token}"
 
 
 OnRealtime = Callable[[str], Awaitable[None]]

@@ -332,16 +332,20 @@ async def test_slow_step_past_the_background_timeout_gets_the_fallback(
 # ------------------------------------------------------------------ (c) the worker is gone
 
 
-async def test_hold_of_a_gone_worker_gets_the_fallback_once_its_alive_key_expired(
+async def test_hold_of_a_gone_worker_runs_the_step_again_with_the_same_key(
     make_app: Callable[..., App],
     control: FakeControl,
     store: SpyStore,
     clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """The worker running a slow step died: the hold's report runs the step again at once,
+    from the report that started it (same values, same idempotency key), not the
+    fallback and not after the background timeout."""
     app = make_app(handler_budget=0.3, background_timeout=30.0, lock_lease=1.0)
     events = Recorder(app)
-    entered = asyncio.Event()
+    runs: list[tuple[str | None, str]] = []
+    release = asyncio.Event()
 
     @app.on_inbound
     async def start(call: Call) -> Command:
@@ -349,44 +353,48 @@ async def test_hold_of_a_gone_worker_gets_the_fallback_once_its_alive_key_expire
 
     @app.step
     async def slow(call: Call) -> Command:
-        entered.set()
-        await asyncio.Event().wait()  # never finishes on its own
-        return play(tts("never"))
+        runs.append((call.digits, call.idempotency_key))
+        await release.wait()
+        return play(tts("Found it"))
 
     r0 = await app.handle_callback(first(CALL))
     hold = await within(app.handle_callback(report(CALL, r0, "1")))
     assert step_of(hold) == "@hold"
     token = (await store.record(CALL))["hold"]["token"]
-    assert await store.get(hold_key(CALL)) == token  # the worker says it is alive
+    assert await store.get(hold_key(CALL, token)) is not None  # the worker says it is alive
 
     app.engine.deliveries.cancel(CALL)  # the worker is gone...
     await within(app.settle())
     assert app.engine.deliveries.running == 0
     clock.advance(4.0)  # ...and its alive key (3 leases) ran out
-    assert await store.get(hold_key(CALL)) is None
+    assert await store.get(hold_key(CALL, token)) is None
 
-    caplog.set_level(logging.ERROR, logger="rtcontrol")
+    caplog.set_level(logging.WARNING, logger="rtcontrol")
     loop = asyncio.get_running_loop()
     began = loop.time()
+    release.set()  # this time the step finishes in time
     reply = await within(app.handle_callback(report(CALL, hold)))
     assert loop.time() - began < 1.0  # at once, not after the 30 s background timeout
-    assert is_fallback(reply)
-    assert events.last(CALL) is Disposition.FALLBACK
-    errors = logged(caplog)
-    assert len(errors) == 1
-    assert "behind the hold is gone" in errors[0]
+    assert not is_fallback(reply)
+    assert body(reply)["params"]["media_id"].endswith("Found it")
+    assert runs == [("1", f"{CALL}:slow:{command_id(r0)}")] * 2  # same values, same key
+    assert events.last(CALL) is Disposition.RECOVERED
+    assert any("running it again" in r.getMessage() for r in caplog.records)
     assert "hold" not in await store.record(CALL)
     assert control.breaks == []
 
 
-async def test_hold_whose_alive_key_still_runs_is_held_again_then_ends_in_the_fallback(
+async def test_hold_whose_alive_key_still_runs_is_held_again_then_runs_the_step_again(
     make_app: Callable[..., App], store: SpyStore, clock: FakeClock
 ) -> None:
     app = make_app(handler_budget=0.3, background_timeout=30.0, lock_lease=1.0)
     events = Recorder(app)
+    starts = 0
 
     @app.on_inbound
     async def start(call: Call) -> Command:
+        nonlocal starts
+        starts += 1
         await asyncio.Event().wait()
         return play(tts("never"))
 
@@ -398,9 +406,12 @@ async def test_hold_whose_alive_key_still_runs_is_held_again_then_ends_in_the_fa
     assert events.last(CALL) is Disposition.HOLD
     assert step_of(again) == "@hold"
     assert command_id(again) != command_id(hold)
-    clock.advance(4.0)
-    assert is_fallback(await within(app.handle_callback(report(CALL, again))))
-    assert events.last(CALL) is Disposition.FALLBACK
+    assert starts == 1
+    clock.advance(4.0)  # the key ran out: nobody runs it any more
+    third = await within(app.handle_callback(report(CALL, again)))
+    assert starts == 2  # run again here (and slow again: held)
+    assert step_of(third) == "@hold"
+    assert not is_fallback(third)
 
 
 async def test_hangup_during_a_slow_step_cancels_it_and_nothing_is_delivered(

@@ -60,7 +60,9 @@ async def test_start_call_binds_flow_and_data_to_the_request_hash(
     first = await line.start()  # UP, command_id 0, request_hash: the doc's example
     assert flow_of(first) == "survey"
     assert survey.started == [{"state": {"order": 42}, "outbound": True, "hash": request_hash}]
-    # The binding is used once: the call id now routes every later callback.
+    # The binding is used once: the call id now routes every later callback. It is
+    # deleted once the call's record (which now holds the flow and data) is durable.
+    await app.settle()
     assert await store.get(f"rtc:req:{request_hash}") is None
     assert (await line.report("0"))["command"] == "hangup"
     call = await store.record(line.callid)
