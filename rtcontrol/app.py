@@ -244,10 +244,15 @@ class App:
 
     # ------------------------------------------------------------ serving
 
-    async def handle_callback(self, request: RTRequest) -> Reply:
-        """Answer one callback: the status and exact body of the reply."""
+    async def handle_callback(
+        self, request: RTRequest, *, received_at: float | None = None
+    ) -> Reply:
+        """Answer one callback: the status and exact body of the reply.
+
+        ``received_at``: wall time (epoch seconds) a proxy received it, when known
+        (``X-Request-Start``); the handler budget then counts from there."""
         self.serving = True
-        return await self.engine.handle_callback(request)
+        return await self.engine.handle_callback(request, received_at=received_at)
 
     def safe_reply(self, request: RTRequest) -> Reply:
         """A reply built from the request alone, for when handling itself failed."""

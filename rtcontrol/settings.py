@@ -52,6 +52,11 @@ class Settings(BaseModel):
     store_connect_timeout: float = Field(default=2.0, gt=0)
     """seconds allowed to open a store connection, counted apart from the round trip (also
     ``?connect_timeout=`` in the store URL)."""
+    request_start: bool = True
+    """count the handler budget from the proxy's ``X-Request-Start: t=<epoch seconds>``
+    header (nginx: ``proxy_set_header X-Request-Start "t=${msec}"``) when present, so a
+    callback passed on from a worker that died is not answered late. The proxy's and
+    the workers' clocks must agree; values outside the budget are ignored."""
     blocking_warn: float = Field(default=0.2, ge=0)
     """a handler that keeps the event loop busy this many seconds without awaiting is logged as
     blocking (0 turns the check off)."""

@@ -19,6 +19,7 @@ import base64
 import binascii
 import hmac
 import json
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
@@ -202,7 +203,7 @@ class CallbackEndpoint:
         if self.gate.epoch != process.EPOCH and self.gate.refuse_request():
             await _send_error(send, 503, UNAVAILABLE)
             return
-        auth = content_type = length = None
+        auth = content_type = length = start = None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 auth = value.decode("latin-1")
@@ -210,6 +211,8 @@ class CallbackEndpoint:
                 content_type = value.decode("latin-1")
             elif name == b"content-length":
                 length = value.decode("latin-1")
+            elif name == b"x-request-start":
+                start = value
         if self.auth is not None and not self.auth(auth):
             await _send_error(send, 401, "authentication required", CHALLENGE)
             return
@@ -226,7 +229,8 @@ class CallbackEndpoint:
             await _send_error(send, *explain(exc))
             return
         try:
-            reply = await self.handler.handle_callback(request)
+            received = request_start(start) if start is not None else None
+            reply = await self.handler.handle_callback(request, received_at=received)
         except Exception:  # a bug of ours must not cost the caller: answer safely
             handler_log.exception("callid=%s: internal error; fallback sent", request.callid)
             reply = self._safe_reply(request)
@@ -342,3 +346,21 @@ async def send_error(send: Send, status: int, message: str) -> None:
 
 def error_body(message: str) -> bytes:
     return json.dumps({"error": message}, separators=(",", ":")).encode()
+
+
+def request_start(value: bytes) -> float | None:
+    """When the proxy received the callback, from ``X-Request-Start``: ``t=<epoch
+    seconds>`` (nginx's ``$msec``, e.g. ``t=1764500000.123``), or milliseconds or
+    microseconds since the epoch. None when it cannot be read."""
+    text = value.decode("latin-1").strip()
+    if text[:2] in ("t=", "T="):
+        text = text[2:]
+    try:
+        stamp = float(text)
+    except ValueError:
+        return None
+    if not math.isfinite(stamp) or stamp <= 0:
+        return None
+    while stamp > 1e11:  # milliseconds or microseconds since the epoch
+        stamp /= 1000.0
+    return stamp

@@ -120,9 +120,20 @@ class Engine:
 
     # ----------------------------------------------------------------- entry point
 
-    async def handle_callback(self, request: RTRequest) -> Reply:
-        """Answer one callback. Never raises for a handler's fault."""
+    async def handle_callback(
+        self, request: RTRequest, *, received_at: float | None = None
+    ) -> Reply:
+        """Answer one callback. Never raises for a handler's fault.
+
+        ``received_at`` (epoch seconds, from the proxy's ``X-Request-Start``): the
+        budget counts from then, so time spent in the proxy, or on a worker that died
+        before nginx passed the callback on, is not counted twice. Honoured only
+        within the budget (``RTCONTROL_REQUEST_START``)."""
         started = self.clock.monotonic()
+        if received_at is not None and self.settings.request_start:
+            spent = self.clock.wall() - received_at
+            if 0.0 < spent < self.settings.handler_budget:
+                started -= spent
         self._inflight += 1
         self._idle.clear()
         try:

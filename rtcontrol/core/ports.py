@@ -72,7 +72,12 @@ class Reply:
 class CallbackHandler(Protocol):
     """What an adapter serves: one RT.Request in, one :class:`Reply` out."""
 
-    async def handle_callback(self, request: RTRequest) -> Reply: ...
+    async def handle_callback(
+        self, request: RTRequest, *, received_at: float | None = None
+    ) -> Reply:
+        """``received_at``: wall time (epoch seconds) the proxy received the callback
+        (``X-Request-Start``), when known: the budget counts from then."""
+        ...
 
     def safe_reply(self, request: RTRequest) -> Reply:
         """A reply built from the request alone, for when handling itself failed."""

@@ -41,11 +41,17 @@ class Timing:
 
     def __init__(self, settings: Settings) -> None:
         self.budget = settings.handler_budget
-        self.lease = settings.lock_lease
+        self.min_lease = settings.lock_lease
         self.lock_wait = settings.lock_wait
         self.break_timeout = settings.break_timeout
         #: Smoothed store round trip, in seconds (updated by every callback).
         self.store_rtt = 0.0
+
+    @property
+    def lease(self) -> float:
+        """A lock's lease: ``RTCONTROL_LOCK_LEASE``, or four store round trips when the
+        store is slower than that (a renewal must land before the lease ends)."""
+        return max(self.min_lease, 4.0 * self.store_rtt)
 
     def observe(self, seconds: float) -> None:
         """One store round trip took ``seconds``."""

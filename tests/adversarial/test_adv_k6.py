@@ -113,7 +113,7 @@ async def test_hold_of_a_dead_worker_runs_its_step_again_even_if_an_older_run_li
     worker_b = make_app(handler_budget=0.3, background_timeout=30.0, lock_lease=1.0)
     two_slow_steps(worker_a, events)
     two_slow_steps(worker_b, {"slow1": asyncio.Event(), "slow2": asyncio.Event()})
-    recorder = Recorder(worker_a)
+    Recorder(worker_a)
 
     r0 = await worker_a.handle_callback(first(CALL))
     hold1 = await within(worker_a.handle_callback(report(CALL, r0, "1")))  # slow1 on A

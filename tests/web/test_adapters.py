@@ -51,9 +51,13 @@ class FakeHandler:
     metrics: FakeMetrics = field(default_factory=FakeMetrics)
     seen: list[RTRequest] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    received_at: list[float | None] = field(default_factory=list)
 
-    async def handle_callback(self, request: RTRequest) -> Reply:
+    async def handle_callback(
+        self, request: RTRequest, *, received_at: float | None = None
+    ) -> Reply:
         self.seen.append(request)
+        self.received_at.append(received_at)
         if self.fail:
             raise RuntimeError("bug in the handler")
         return self.reply
@@ -149,3 +153,33 @@ def test_compatibility_import_paths() -> None:
         assert getattr(endpoint, name) is getattr(new_endpoint, name), name
     for name in ("require_callback_auth", "callback_router", "create_asgi"):
         assert name in web.__all__
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("t=1764500000.123", 1764500000.123),  # nginx's $msec
+        ("1764500000123", 1764500000.123),  # milliseconds
+        ("t=1764500000123456", 1764500000.123456),  # microseconds
+        ("t=nope", None),
+        ("t=-5", None),
+        ("t=nan", None),
+        ("", None),
+    ],
+)
+async def test_the_proxys_request_start_reaches_the_handler(
+    header: str, expected: float | None
+) -> None:
+    handler = FakeHandler()
+    async with client_for(create_asgi(handler)) as c:
+        await c.post(
+            "/callback",
+            content=encode(rt_request(callid=32)),
+            headers={**AUTH, "X-Request-Start": header},
+        )
+        await c.post("/callback", content=encode(rt_request(callid=33)), headers=AUTH)
+    assert handler.received_at[1] is None  # no header: not known
+    if expected is None:
+        assert handler.received_at[0] is None
+    else:
+        assert handler.received_at[0] == pytest.approx(expected, abs=1e-6)

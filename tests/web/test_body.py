@@ -693,7 +693,7 @@ async def test_an_internal_error_answers_the_fallback(
 ) -> None:
     """The web layer's last safety net: a bug in the core still gets the caller a reply."""
 
-    async def broken(request: Any) -> Any:
+    async def broken(request: Any, **_: Any) -> Any:
         raise RuntimeError(MARK)
 
     monkeypatch.setattr(app, "handle_callback", broken)  # what the adapter calls
