@@ -195,7 +195,7 @@ class Engine:
         try:
             decision = await self._decide(req, envelope, txn, started)
         except (StoreError, TimeoutError, OSError) as exc:  # the store blinked mid-way
-            await txn.release()
+            self.spawn(txn.release())  # the reply does not wait for a slow store
             return self._not_ready(req, envelope, exc)
         except BaseException:
             await txn.release()
@@ -212,7 +212,7 @@ class Engine:
                 limit = max(self.timing.reply_deadline(started) + 0.5 - self.clock.monotonic(), 0.1)
                 await asyncio.wait_for(txn.commit(decision.text, ttl=ttl), timeout=limit)
             except (StoreError, TimeoutError, OSError) as exc:
-                await txn.release()
+                self.spawn(txn.release())  # the reply does not wait for a slow store
                 if decision.cancel is not None:
                     decision.cancel()
                 app_log.error("callid=%s: could not save the call: %s", req.callid, brief(exc))
