@@ -174,14 +174,14 @@ class Txn:
                 token=self.token,
             )
         except StoreUnavailable:
-            await self.release()
+            self._release_later()
             raise
         except StoreError:
             # The lease ran out before the write (a slow store, a blocked loop). If
             # nobody changed the call meanwhile, take the lock again and write.
             await self._recommit(value, ttl)
-        except BaseException:
-            await self.release()
+        except BaseException:  # cancelled (the reply cannot wait any longer) or worse
+            self._release_later()
             raise
         locks.timing.observe(locks.clock.monotonic() - started)
 
@@ -198,6 +198,11 @@ class Txn:
         await locks.store.set_and_release(
             call_key(self.callid), value, ttl=ttl, lock_key=lock_key(self.callid), token=token
         )
+
+    def _release_later(self) -> None:
+        """Free the lock in the background: whoever gave up on the write must not wait
+        for the same slow store again (the lease frees it anyway)."""
+        self._locks.spawn(self.release())
 
     async def save(self, text: str, *, ttl: float) -> None:
         """Write the encoded record and keep the lock (an interrupt then sends its break)."""
