@@ -63,7 +63,7 @@ async def _drive(calls: int, *, trace: bool) -> dict[str, Any]:
     for i in range(50):
         await app.handle(RTRequest.model_validate_json(payload.first(BASE - 1000 + i)))
         await app.handle(RTRequest.model_validate_json(payload.mid(BASE - 1000 + i, 1)))
-    await store.delete(*(f"rtc:{{BASE - 1000 + i}}:call" for i in range(50)))
+    await store.delete(*(f"rtc:{{{BASE - 1000 + i}}}:call" for i in range(50)))
     gc.collect()
     if trace:
         tracemalloc.start()
