@@ -26,6 +26,7 @@ class DelayProxy:
         self.target = (host, port)
         self.up_delay = delay
         self.down_delay = delay
+        self._closing = False
         self.accepted = 0
         self.refusing = False
         self.delivered = 0  # chunks written to the server
@@ -53,14 +54,17 @@ class DelayProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        self._closing = True
         if self._server is not None:
             self._server.close()
-        for writer in list(self._writers):
+        writers = list(self._writers)
+        for writer in writers:
             writer.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks))
+        await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -91,13 +95,18 @@ class DelayProxy:
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.accepted += 1
-        if self.refusing:
+        if self.refusing or self._closing:
             client_w.close()
             return
         self._writers.add(client_w)
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
+            client_w.close()
+            self._writers.discard(client_w)
+            return
+        if self._closing:  # closed while this connection was being opened
+            server_w.close()
             client_w.close()
             self._writers.discard(client_w)
             return
