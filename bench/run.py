@@ -228,15 +228,25 @@ def phase_wrk(opts: argparse.Namespace, app_list: list[str], tmp: Path) -> dict[
                     break
                 log(f"wrk: CV > {CV_LIMIT:.0%} for {', '.join(noisy)}: one more round")
             r += 1
+            # Each round answers a fresh pool of calls, primed before the clock starts:
+            # every request is then the report of its call's current command, as the
+            # platform sends them (a report of anything else is a stale one: not a step).
+            base = WRK_BASE + 100_000 * r
             for name in app_list:
                 server = running[name]
+                if name in STATEFUL:
+                    failed = asyncio.run(
+                        openloop.prime("127.0.0.1", server.port, base=base, calls=calls)
+                    )
+                    if failed:
+                        raise RuntimeError(f"{name}: {failed} of {calls} first callbacks failed")
                 cpu0 = server.cpu_seconds()
                 result = servers.wrk(
                     server.url + apps.ROUTE,
                     post_lua,
                     duration=opts.wrk_duration,
                     connections=opts.connections,
-                    args=[str(WRK_BASE), str(calls), str(100_000 * r)],
+                    args=[str(base), str(calls), "1"],
                 )
                 cpu = server.cpu_seconds() - cpu0
                 result["server_cpu_percent"] = round(100 * cpu / opts.wrk_duration, 1)

@@ -209,8 +209,15 @@ class Engine:
                 if ended:  # indexed first: a worker that dies now leaves it to the janitor
                     await self.hangups.index(req.callid)
                 # The reply must leave in time: the write gets what is left, plus a margin.
+                # A shared store bounds each round trip itself (RTCONTROL_STORE_TIMEOUT,
+                # plus RTCONTROL_STORE_CONNECT_TIMEOUT on a new connection): an extra
+                # timer (a task) is needed only when less than that is left.
                 limit = max(self.timing.reply_deadline(started) + 0.5 - self.clock.monotonic(), 0.1)
-                await asyncio.wait_for(txn.commit(decision.text, ttl=ttl), timeout=limit)
+                s = self.settings
+                if self.store.shared and limit < s.store_timeout + s.store_connect_timeout:
+                    await asyncio.wait_for(txn.commit(decision.text, ttl=ttl), timeout=limit)
+                else:
+                    await txn.commit(decision.text, ttl=ttl)
             except (StoreError, TimeoutError, OSError) as exc:
                 self.spawn(txn.release())  # the reply does not wait for a slow store
                 if decision.cancel is not None:

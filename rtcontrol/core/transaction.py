@@ -95,17 +95,7 @@ class Timing:
 class Txn:
     """A held lock on one call, with the record read under it."""
 
-    __slots__ = (
-        "_closed",
-        "_locks",
-        "_renewer",
-        "callid",
-        "mark",
-        "raw",
-        "record",
-        "token",
-        "took",
-    )
+    __slots__ = ("_closed", "_locks", "_renewer", "callid", "raw", "record", "token", "took")
 
     def __init__(self, locks: CallLocks, callid: int, token: LockToken, raw: Any) -> None:
         self._locks = locks
@@ -113,8 +103,6 @@ class Txn:
         self.token = token
         self.raw = raw
         self.record: CallRecord | None = CallRecord.from_json(raw) if raw else None
-        #: What the record said, apart from state, when it was read (see ``commit``).
-        self.mark = _mark(raw)
         self._closed = False
         #: Seconds the lock-and-read took (a measure of the store's speed right now).
         self.took = 0.0
@@ -191,7 +179,8 @@ class Txn:
             lock_key(self.callid), call_key(self.callid), lease=locks.timing.lease, wait=0.05
         )
         self.token = token
-        if _mark(raw) != self.mark:
+        # ``self.raw`` is the record as read: handlers only ever touch its ``state``.
+        if _mark(raw) != _mark(self.raw):
             await self.release()
             raise StoreError(f"call {self.callid} changed while its lock had lapsed: not saved")
         _log.warning("callid=%s: lock lease lapsed before the write; taken again", self.callid)
