@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 #: How many recent replies a record keeps, keyed by the report they answered.
-REPLIES_KEPT = 3
+REPLIES_KEPT = 2
 
 CommandId = int | str
 

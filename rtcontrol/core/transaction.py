@@ -95,7 +95,17 @@ class Timing:
 class Txn:
     """A held lock on one call, with the record read under it."""
 
-    __slots__ = ("_closed", "_locks", "_renewer", "callid", "raw", "record", "token", "took")
+    __slots__ = (
+        "_closed",
+        "_locks",
+        "_renewing",
+        "callid",
+        "raw",
+        "record",
+        "renewed",
+        "token",
+        "took",
+    )
 
     def __init__(self, locks: CallLocks, callid: int, token: LockToken, raw: Any) -> None:
         self._locks = locks
@@ -106,41 +116,43 @@ class Txn:
         self._closed = False
         #: Seconds the lock-and-read took (a measure of the store's speed right now).
         self.took = 0.0
-        self._renewer: asyncio.TimerHandle | None = None
-        self._schedule_renewal()
+        #: Loop time of the last (re)newal of the lease.
+        self.renewed = locks.clock.monotonic()
+        self._renewing = False
+        locks.opened(self)
 
-    # -- lease renewal: a timer while the lock is held, a round trip only past lease/3
+    # -- lease renewal: the CallLocks' renewer calls this past a third of the lease
 
-    def _schedule_renewal(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._renewer = loop.call_later(self._locks.timing.lease / 3, self._renew)
-
-    def _renew(self) -> None:
-        if not self._closed:
-            self._locks.spawn(self._renew_once())
-
-    async def _renew_once(self) -> None:
+    async def renew(self) -> None:
+        if self._renewing:
+            return
+        self._renewing = True
         locks = self._locks
+        sent = locks.clock.monotonic()  # the new lease runs from about now
         try:
             held = await locks.store.renew(
                 lock_key(self.callid), self.token, lease=locks.timing.lease
             )
         except (StoreError, OSError) as exc:
-            if self._closed:
-                return
-            _log.warning("callid=%s: lock renewal failed: %s", self.callid, brief(exc))
-            held = True  # try again: the lease may still run
+            if not self._closed:
+                _log.warning("callid=%s: lock renewal failed: %s", self.callid, brief(exc))
+            return  # tried again at the next pass: the lease may still run
+        finally:
+            self._renewing = False
         if self._closed:  # committed or released meanwhile: nothing was lost
             return
-        if not held:
+        if held:
+            self.renewed = sent
+        else:
             _log.warning("callid=%s: lock lease lost while working on the call", self.callid)
-        elif not self._closed:
-            self._schedule_renewal()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def _close(self) -> None:
         self._closed = True
-        if self._renewer is not None:
-            self._renewer.cancel()
+        self._locks.closed(self)
 
     # -- ending the transaction
 
@@ -215,6 +227,31 @@ class CallLocks:
         self.clock = clock
         #: Runs a coroutine in the background, tracked (the App's ``track``).
         self.spawn = spawn
+        #: Transactions holding a lock now; one renewer keeps their leases alive
+        #: (a timer per engine, not per callback: most callbacks end in microseconds).
+        self._open: set[Txn] = set()
+        self._renewer: asyncio.TimerHandle | None = None
+
+    def opened(self, txn: Txn) -> None:
+        self._open.add(txn)
+        if self._renewer is None:
+            loop = asyncio.get_running_loop()
+            self._renewer = loop.call_later(self.timing.lease / 4, self._renew_due)
+
+    def closed(self, txn: Txn) -> None:
+        self._open.discard(txn)
+
+    def _renew_due(self) -> None:
+        self._renewer = None
+        if not self._open:
+            return
+        now = self.clock.monotonic()
+        lease = self.timing.lease
+        for txn in list(self._open):
+            if now - txn.renewed >= lease / 3:
+                self.spawn(txn.renew())
+        loop = asyncio.get_running_loop()
+        self._renewer = loop.call_later(lease / 4, self._renew_due)
 
     async def open(self, callid: int, *, wait: float) -> Txn:
         """Lock the call and read its record in one round trip.
@@ -232,10 +269,12 @@ class CallLocks:
         else:
             token, raw = await asyncio.wait_for(op, timeout=wait + self.timing.budget)
         elapsed = self.clock.monotonic() - started
-        if elapsed < self.timing.lease / 2:  # an uncontended acquire: a round trip
-            self.timing.observe(elapsed)
+        # A round trip (more when the lock was contended: the estimate then errs on the
+        # safe side, a longer lease and a larger write reserve).
+        self.timing.observe(min(elapsed, self.timing.budget / 2))
         txn = Txn(self, callid, token, raw)
         txn.took = elapsed
+        txn.renewed = started  # the lease runs from when the acquire was sent
         return txn
 
     @asynccontextmanager
@@ -247,7 +286,7 @@ class CallLocks:
         try:
             yield txn
         finally:
-            if not txn._closed:
+            if not txn.closed:
                 await txn.release()
 
 
