@@ -207,6 +207,77 @@ class App:
         """Results of commands sent without ``.then(step)``."""
         return self._hook("on_result", fn)
 
+    # ------------------------------------------------------------ straight-line flows
+
+    def call_flow(
+        self,
+        fn: Any = None,
+        /,
+        *,
+        name: str | None = None,
+        version: str = "1",
+        retired: bool = False,
+        inbound: Routes = False,
+        outbound: Routes = False,
+    ) -> Any:
+        """Register a straight-line flow: ``async def flow(call: LiveCall)`` that awaits
+        its commands (``digits = await call.read(...)``). Works bare or with arguments,
+        as a decorator or called with the function.
+
+        ``name``: the flow's name (default: the function's), for ``start_call(flow=...)``;
+        ``version``: recorded with every call (1-64 characters). To ship a change that
+        would replay differently, register the new function under the same ``name``
+        with a new ``version``, and keep the old one with ``retired=True`` until its
+        calls have ended (or branch with ``call.patched(...)``);
+        ``inbound``/``outbound``: routes, as for :meth:`add_flow`.
+        Raises RegistrationError for a function of the wrong shape.
+        """
+
+        def register(f: H) -> H:
+            self.registry.add_script(
+                f,
+                name,
+                version=version,
+                retired=retired,
+                inbound=inbound,
+                outbound=outbound,
+            )
+            return f
+
+        return register if fn is None else register(fn)
+
+    @overload
+    def inbound_call(self, fn: H, /) -> H: ...
+    @overload
+    def inbound_call(
+        self, app_hash: str | None = None, *, name: str | None = None, version: str = "1"
+    ) -> Callable[[H], H]: ...
+    def inbound_call(
+        self, app_hash: Any = None, *, name: str | None = None, version: str = "1"
+    ) -> Any:
+        """Decorator: a straight-line flow answering inbound calls (of every app, or of
+        ``app_hash``). See :meth:`call_flow`."""
+        if callable(app_hash):
+            return self.call_flow(app_hash, inbound=True)
+        routes: Routes = app_hash if app_hash is not None else True
+        return self.call_flow(name=name, version=version, inbound=routes)
+
+    @overload
+    def outbound_call(self, fn: H, /) -> H: ...
+    @overload
+    def outbound_call(
+        self, app_hash: str | None = None, *, name: str | None = None, version: str = "1"
+    ) -> Callable[[H], H]: ...
+    def outbound_call(
+        self, app_hash: Any = None, *, name: str | None = None, version: str = "1"
+    ) -> Any:
+        """Decorator: a straight-line flow for calls placed with :meth:`start_call` (of
+        every app, or of ``app_hash``). See :meth:`call_flow`."""
+        if callable(app_hash):
+            return self.call_flow(app_hash, outbound=True)
+        routes: Routes = app_hash if app_hash is not None else True
+        return self.call_flow(name=name, version=version, outbound=routes)
+
     # ------------------------------------------------------------ flows
 
     def add_flow(
@@ -358,7 +429,7 @@ class App:
         self,
         target: Target | str,
         *,
-        flow: str | type[Flow] | None = None,
+        flow: str | type[Flow] | Callable[..., Any] | None = None,
         data: dict[str, Any] | None = None,
         app_hash: str | None = None,
         cli: str = "BLOCKED",

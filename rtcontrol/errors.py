@@ -7,9 +7,15 @@
     ├── CommandError (ValueError)    a command built with a bad parameter
     ├── RegistrationError (TypeError) a handler or flow of the wrong shape
     ├── OutputError                  a reply, variables or state we refuse to send or store
+    ├── FlowError                    a straight-line flow cannot go on (the call gets the fallback)
+    │   ├── DeterminismError         its replay asked for something else than its journal
+    │   └── JournalFull              its journal reached RTCONTROL_JOURNAL_LIMIT
     ├── CallError                    an operation on a call that cannot be done
     │   ├── CallNotFound             the call id is unknown to the store
-    │   └── CallEnded                the call has already hung up
+    │   ├── CallEnded                the call has already hung up
+    │   │   └── CallHungUp           ...raised at a straight-line flow's pending await
+    │   ├── Interrupted              App.interrupt() reached a straight-line flow's await
+    │   └── CommandFailedError       the platform reported a command error to such a flow
     ├── StoreError                   the shared store failed
     │   ├── StoreUnavailable         cannot reach the store (Redis down)
     │   └── LockTimeout              a per-call lock was not acquired in time
@@ -35,12 +41,18 @@ __all__ = [
     "AuthenticationError",
     "CallEnded",
     "CallError",
+    "CallHungUp",
     "CallNotFound",
     "CommandError",
+    "CommandFailedError",
     "ConfigurationError",
+    "DeterminismError",
+    "FlowError",
     "HTTPStatusError",
+    "Interrupted",
     "InvalidResponse",
     "JSONRPCError",
+    "JournalFull",
     "LockTimeout",
     "OutcomeUnknown",
     "OutputError",
@@ -99,6 +111,49 @@ class CallNotFound(CallError):
 
 class CallEnded(CallError):
     """The call has already hung up."""
+
+
+class CallHungUp(CallEnded):
+    """Raised at the pending ``await`` of a straight-line flow when the call ends
+    (the caller hung up, ``calls.hangup``, a platform error): ``finally`` blocks and
+    context managers run; ``on_hangup`` still runs once, after them."""
+
+
+class Interrupted(CallError):
+    """Raised at the pending ``await`` of a straight-line flow by
+    ``App.interrupt(callid, then=...)``, once ``then`` (a command or a sub-flow) has
+    run. Catch it to go on; a flow that lets it escape ends the call quietly.
+    ``outcome``: what the broken command reported (its partial result)."""
+
+    def __init__(self, message: str, *, callid: int | None = None, outcome: Any = None) -> None:
+        self.outcome = outcome
+        super().__init__(message, callid=callid)
+
+
+class CommandFailedError(CallError):
+    """A straight-line flow's command was reported with an error by the platform
+    (``command_error``, spec §4). ``command`` and ``error`` name both."""
+
+    def __init__(self, command: str, error: str, *, callid: int | None = None) -> None:
+        self.command = command
+        self.error = error
+        super().__init__(f"{command} failed: {error}", callid=callid)
+
+
+class FlowError(RtcontrolError):
+    """A straight-line flow cannot go on; the call gets the fallback. Never raised
+    inside the flow (it cannot be caught there by mistake)."""
+
+
+class DeterminismError(FlowError):
+    """Replaying a straight-line flow's journal, the flow asked for something else than
+    the journal recorded at that position (the code changed mid-call without a new
+    ``version``, or it branched on the clock, randomness or unjournaled I/O). The
+    message names the flow, the position and both commands."""
+
+
+class JournalFull(FlowError):
+    """A straight-line call reached ``RTCONTROL_JOURNAL_LIMIT`` entries."""
 
 
 class StoreError(RtcontrolError):

@@ -83,6 +83,14 @@ class Settings(BaseModel):
     max_replays: int = Field(default=10, ge=0)
     """holds given in a row while the store is unreachable before the call gets the fallback
     command."""
+    journal_limit: int = Field(default=1000, ge=10, le=100_000)
+    """entries (commands, ``once`` results, patch marks) a straight-line call's journal may
+    hold. The command that would pass it is not sent: the call gets the fallback
+    (``JournalFull`` in the log). A flow that loops for hours calls ``call.restart()``."""
+    flow_cache: int = Field(default=10_000, ge=0)
+    """straight-line calls whose suspended coroutine a worker keeps in memory, so their next
+    callback resumes it without replaying the journal. Past it the least recently used is
+    dropped (its next callback replays); 0 replays every callback."""
     workers: int = Field(default=1, ge=1)
     """worker processes sharing this app; more than one with the memory store is refused."""
 

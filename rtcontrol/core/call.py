@@ -12,6 +12,8 @@ from ..results import Digits, Outcome, ReadTimeout, Recording, parse_outcome
 
 if TYPE_CHECKING:
     from ..commands import Command
+    from .actions import Action
+    from .journal import Journal
 
 __all__ = ["Call", "CallServices"]
 
@@ -37,6 +39,9 @@ class Call:
     """
 
     __slots__ = (
+        "_action",
+        "_journal",
+        "_journal_next",
         "_outcome",
         "app",
         "flow",
@@ -59,6 +64,8 @@ class Call:
         variables: dict[str, Any],
         interrupted: bool = False,
         idempotency_key: str = "",
+        journal: Journal | None = None,
+        action: Action | None = None,
     ) -> None:
         #: The framework's services (interrupt, hangup): the ``App`` serving the call.
         self.app = app
@@ -73,6 +80,11 @@ class Call:
         #: (a payment's idempotency key, a unique row id).
         self.idempotency_key = idempotency_key or f"{request.callid}:{step}:{request.command_id}"
         self._outcome: Outcome | None = None
+        # Straight-line flows only: the stored journal, the one to store, and the
+        # interrupt whose report this callback brings.
+        self._journal = journal
+        self._journal_next: Journal | None = None
+        self._action = action
 
     # --- who and where -------------------------------------------------------------
 

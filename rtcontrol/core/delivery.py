@@ -202,6 +202,8 @@ class Deliveries:
                         checked, variables = engine.outgoing(command, call.variables, flow)
                         record.pending = Pending(_to_bye(engine, checked), variables)
                         record.state = call.state
+                        if call._journal_next is not None:  # a straight-line flow's journal
+                            record.journal = call._journal_next
                         text = encode_record(
                             record.to_json(), record.state, "left call.state that cannot be stored"
                         )

@@ -68,6 +68,7 @@ from .replies import (
     wrap,
 )
 from .runner import current_scope, finished_by, start
+from .straight import RUN_STEP, current_live, script_action
 from .transaction import CallLocks, Timing, Txn, brief
 from .watchdog import Watchdog
 
@@ -109,6 +110,9 @@ class Engine:
         self.timing = Timing(settings)
         self.locks = CallLocks(store, self.timing, self.clock, self.spawn)
         self.bindings = Bindings(store, settings, self.clock)
+        registry.sessions.size = settings.flow_cache
+        registry.sessions.idle = settings.call_ttl
+        registry.journal_limit = settings.journal_limit
         self.deliveries = Deliveries(self)
         self.hangups = Hangups(self, self.deliveries.cancel)
         self.watchdog = Watchdog(settings.blocking_warn, registry.handler_codes)
@@ -165,6 +169,7 @@ class Engine:
         self.watchdog.start(loop)
 
     def stop_background(self) -> None:
+        self.registry.sessions.clear()
         self.hangups.stop()
         self.watchdog.stop()
         self._background_loop = None
@@ -279,11 +284,28 @@ class Engine:
         interrupt = record.interrupt
         if interrupt is not None and _same_id(interrupt.target, req.command_id):
             record.interrupt = record.hold = record.pending = None
+            if flow.script is not None:  # the action reaches the flow's pending await
+                return await self._run(
+                    req,
+                    record,
+                    flow,
+                    RUN_STEP,
+                    flow.script,
+                    variables,
+                    deadline,
+                    Disposition.INTERRUPT,
+                    interrupted=True,
+                    action=interrupt.action,
+                )
             return await self._run_action(
                 req, record, flow, interrupt.action, ref, variables, deadline
             )
         if ref is not None and ref.step in keys.BUILTIN_STEPS:
             return await self._builtin(req, ref, record, flow, variables, deadline)
+        if flow.script is not None:
+            return await self._run(
+                req, record, flow, RUN_STEP, flow.script, variables, deadline, disposition
+            )
         step = self._step_name(req, ref)
         handler = self._resolve(flow, step)
         return await self._run(req, record, flow, step, handler, variables, deadline, disposition)
@@ -535,6 +557,7 @@ class Engine:
         *,
         interrupted: bool = False,
         report: RTRequest | None = None,
+        action: Action | None = None,
     ) -> Decision:
         """Run one handler against the deadline; past it, hold and finish later.
 
@@ -558,6 +581,8 @@ class Engine:
             state=record.state,
             variables=variables,
             interrupted=interrupted,
+            journal=record.journal,
+            action=action,
         )
         task, scope = start(handler, call, f"{flow.name}.{step}")
         scope.flow = flow.name
@@ -588,6 +613,8 @@ class Engine:
                 Disposition.FALLBACK,
                 report=report,
             )
+        if call._journal_next is not None:  # a straight-line flow's journal goes with it
+            record.journal = call._journal_next
         if scope.action is not None:  # the handler interrupted its own call
             return await self._own_interrupt(
                 req, record, flow, scope.action, result, call, deadline
@@ -805,10 +832,15 @@ class Engine:
 
     async def interrupt(self, callid: int, then: Command | str | Callable[..., Any] | None) -> bool:
         """See ``App.interrupt``."""
-        action = to_action(then)
+        if current_live.get() == callid:
+            raise RegistrationError(
+                "a straight-line flow cannot interrupt its own call: await the command it "
+                "wants next instead"
+            )
         scope = current_scope()
         if scope is not None and scope.callid == callid:
             # From the call's own handler: nothing runs on the platform to break.
+            action = to_action(then)
             step = action.step or (action.command.step if action.command else None)
             flow = self.registry.flow(scope.flow)
             if step is not None and (flow is None or flow.step(step) is None):
@@ -822,10 +854,13 @@ class Engine:
                 raise CallNotFound(f"call {callid} is not known to the store", callid=callid)
             if record.ended:
                 raise CallEnded(f"call {callid} has ended", callid=callid)
-            step = action.step or (action.command.step if action.command else None)
-            if step is not None:
-                flow = self.registry.flow(record.flow)
-                if flow is None or flow.step(step) is None:
+            flow = self.registry.flow(record.flow)
+            if flow is not None and flow.script is not None:
+                action = script_action(then)  # a command, or a sub-flow found by name
+            else:
+                action = to_action(then)
+                step = action.step or (action.command.step if action.command else None)
+                if step is not None and (flow is None or flow.step(step) is None):
                     raise RegistrationError(f"flow {record.flow} has no step {step!r}")
             current = keys.parse_command_id(record.current or "")
             replaced = (

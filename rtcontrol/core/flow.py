@@ -20,11 +20,14 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..commands import Command
 from ..errors import RegistrationError
 from .call import Call
+
+if TYPE_CHECKING:
+    from .straight import ScriptRunner
 
 __all__ = [
     "AnyHandler",
@@ -117,6 +120,8 @@ class FlowSpec:
     name: str
     steps: dict[str, Handler] = field(default_factory=dict)
     hooks: dict[str, Handler] = field(default_factory=dict)
+    #: A straight-line flow's runner (its one step, ``run``); None for step flows.
+    script: ScriptRunner | None = None
 
     def step(self, name: str) -> Handler | None:
         return self.steps.get(name)

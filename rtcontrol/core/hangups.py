@@ -36,6 +36,7 @@ from ..protocol import RTRequest
 from ..validate import encode_record
 from . import keys
 from .call import Call
+from .journal import Journal
 from .parts import Decision, EngineParts
 from .records import CallRecord, HangupTicket
 from .transaction import brief
@@ -77,11 +78,11 @@ class Hangups:
         record.hangup = HangupTicket(req.model_dump(mode="json"), due)
         self.cancel_slow(req.callid)
         text = encode_record(record.to_json(), record.state, "call record")
-        flow, state = record.flow, record.state
+        flow, state, journal = record.flow, record.state, record.journal
 
         def after() -> None:
             engine.events.emit(CallTerminated(req.callid, flow, str(req.call_status), answered))
-            self.run_later(req, flow, state, attempt=1)
+            self.run_later(req, flow, state, attempt=1, journal=journal)
 
         self._first_seen.pop(req.callid, None)
         return Decision(
@@ -162,20 +163,39 @@ class Hangups:
 
     # ------------------------------------------------------------------ on_hangup
 
-    def run_later(self, req: RTRequest, flow: str, state: dict[str, Any], *, attempt: int) -> None:
+    def run_later(
+        self,
+        req: RTRequest,
+        flow: str,
+        state: dict[str, Any],
+        *,
+        attempt: int,
+        journal: Journal | None = None,
+    ) -> None:
         if req.callid in self._runs:
             return
         self._runs.add(req.callid)
-        task = self.engine.spawn(self._run(req, flow, state, attempt))
+        task = self.engine.spawn(self._run(req, flow, state, attempt, journal))
         task.add_done_callback(lambda _: self._runs.discard(req.callid))
 
     async def _run(
-        self, req: RTRequest, flow_name: str, state: dict[str, Any], attempt: int
+        self,
+        req: RTRequest,
+        flow_name: str,
+        state: dict[str, Any],
+        attempt: int,
+        journal: Journal | None = None,
     ) -> None:
         engine = self.engine
         flow = engine.registry.flow(flow_name) or engine.registry.flows["main"]
         handler = engine.registry.hook(flow, "on_hangup")
         ok = True
+        if flow.script is not None:  # the flow's pending await raises: its finally blocks run
+            try:
+                await flow.script.end(req, journal, engine.settings.hangup_budget)
+            except Exception:
+                ok = False
+                handler_log.exception("callid=%s: ending flow %s failed", req.callid, flow.name)
         if handler is not None:
             call = Call(
                 engine.services,
@@ -213,6 +233,7 @@ class Hangups:
                     if record is not None and record.hangup is not None:
                         record.hangup = replace(record.hangup, done=True)
                         record.state = {}
+                        record.journal = None
                         text = encode_record(record.to_json(), record.state, "call record")
                         await txn.commit(text, ttl=engine.settings.ended_ttl)
                 await engine.store.index_remove(keys.HANGUP_INDEX, str(callid))
@@ -290,6 +311,7 @@ class Hangups:
                 record.flow,
                 record.state,
                 attempt=ticket.attempt + 1,
+                journal=record.journal,
             )
             taken += 1
         return taken

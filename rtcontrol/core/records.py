@@ -7,10 +7,11 @@ then write and unlock. Sub-records are small frozen dataclasses, never dicts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from ..commands import Command
+from .actions import Action, ActionKind, command_from_json, command_to_json
+from .journal import Journal
 
 __all__ = [
     "Action",
@@ -28,49 +29,6 @@ __all__ = [
 REPLIES_KEPT = 2
 
 CommandId = int | str
-
-
-def command_to_json(command: Command) -> dict[str, Any]:
-    return {"name": command.name, "params": command.wire_params(), "step": command.step}
-
-
-def command_from_json(data: dict[str, Any]) -> Command:
-    """A command read back from the store; it was checked before it was stored."""
-    command = Command(str(data["name"]), dict(data.get("params") or {}), data.get("step"))
-    object.__setattr__(command, "_checked", True)
-    return command
-
-
-class ActionKind(StrEnum):
-    COMMAND = "command"  # send this command instead
-    STEP = "step"  # run this step of the call's flow
-    BREAK = "break"  # run the flow's on_break hook (or the step reading the early result)
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """What an interrupt does once the broken command reports."""
-
-    kind: ActionKind
-    command: Command | None = None
-    step: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"kind": self.kind.value}
-        if self.command is not None:
-            data["command"] = command_to_json(self.command)
-        if self.step is not None:
-            data["step"] = self.step
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Action:
-        command = data.get("command")
-        return cls(
-            ActionKind(data["kind"]),
-            command_from_json(command) if isinstance(command, dict) else None,
-            data.get("step"),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +93,8 @@ class CallRecord:
     pending: Pending | None = None
     hangup: HangupTicket | None = None
     ended: bool = False
+    #: A straight-line call's journal (see ``journal``); None for a step-style call.
+    journal: Journal | None = None
     #: Not stored: the state a new call started with (``start_call`` data), kept in
     #: case its first step leaves a state that cannot be stored.
     initial: dict[str, Any] | None = None
@@ -186,6 +146,8 @@ class CallRecord:
             }
         if self.ended:
             data["ended"] = True
+        if self.journal is not None:
+            data["journal"] = self.journal.to_json()
         return data
 
     @classmethod
@@ -199,6 +161,8 @@ class CallRecord:
             state=dict(data.get("state") or {}),
             ended=bool(data.get("ended")),
         )
+        if (j := data.get("journal")) is not None:
+            record.journal = Journal.from_json(j)
         if (i := data.get("interrupt")) is not None:
             record.interrupt = Interrupt(i.get("target"), Action.from_json(i["action"]))
         if (h := data.get("hold")) is not None:

@@ -6,6 +6,7 @@ engine. It never guesses: an unknown flow name is ``None``, not the main flow.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from types import CodeType
 from typing import Any
@@ -14,6 +15,7 @@ from ..errors import ConfigurationError, RegistrationError
 from ..protocol import RTRequest
 from .call import Call
 from .flow import Flow, FlowSpec, Handler, check_flow_name, check_handler
+from .straight import RUN_STEP, ScriptRunner, SessionCache
 
 __all__ = ["MAIN", "Registry", "Routes"]
 
@@ -32,6 +34,11 @@ class Registry:
         self.main_inbound: dict[str | None, Handler] = {}
         self.main_outbound: dict[str | None, Handler] = {}
         self.flows[MAIN].steps["start"] = self._main_start
+        #: Straight-line flows by function (``start_call(flow=fn)``).
+        self.by_function: dict[Any, str] = {}
+        #: This worker's suspended straight-line coroutines (sized by the engine).
+        self.sessions = SessionCache(10_000, 6 * 3600.0)
+        self.journal_limit = 1000
 
     # ------------------------------------------------------------------ registration
 
@@ -65,14 +72,67 @@ class Registry:
             raise RegistrationError(f"a flow named {spec.name!r} is already registered")
         self.flows[spec.name] = spec
         self.by_class.setdefault(flow if isinstance(flow, type) else type(flow), spec.name)
+        self._route(spec.name, inbound, outbound)
+        return spec
+
+    def add_script(
+        self,
+        fn: Any,
+        name: str | None,
+        *,
+        version: str,
+        retired: bool,
+        inbound: Routes,
+        outbound: Routes,
+    ) -> FlowSpec:
+        """Register a straight-line flow (or one more version of it)."""
+        qualname = getattr(fn, "__qualname__", repr(fn))
+        if not (
+            inspect.iscoroutinefunction(fn)
+            or inspect.iscoroutinefunction(getattr(fn, "__func__", None))
+        ):
+            raise RegistrationError(
+                f"straight-line flow {qualname} must be an `async def flow(call)` function"
+            )
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if len(params) != 1:
+            raise RegistrationError(
+                f"straight-line flow {qualname} must take exactly one argument, the call: "
+                f"`async def {getattr(fn, '__name__', 'flow')}(call)`"
+            )
+        if not isinstance(version, str) or not version or len(version) > 64:
+            raise RegistrationError(
+                f"flow version must be a 1-64 character string, not {version!r}"
+            )
+        flow_name: str = name or str(getattr(fn, "__name__", ""))
+        check_flow_name(flow_name)
+        spec = self.flows.get(flow_name)
+        if spec is not None and spec.script is None:
+            raise RegistrationError(f"a flow named {flow_name!r} is already registered")
+        if spec is None:
+            runner = ScriptRunner(flow_name, self.sessions, lambda: self.journal_limit)
+            spec = FlowSpec(flow_name, steps={RUN_STEP: runner}, script=runner)
+        assert spec.script is not None
+        spec.script.add(fn, version, retired=retired)
+        self.flows[flow_name] = spec
+        self.by_function[fn] = flow_name
+        if retired and (inbound or outbound):
+            raise RegistrationError("a retired flow version takes no new calls: no routes")
+        self._route(spec.name, inbound, outbound)
+        return spec
+
+    def _route(self, name: str, inbound: Routes, outbound: Routes) -> None:
         for routes, table in ((inbound, self.inbound), (outbound, self.outbound)):
             for app_hash in route_keys(routes):
                 current = table.get(app_hash)
-                if current is not None and current != MAIN:
+                if current is not None and current not in (MAIN, name):
                     where = f"app {app_hash}" if app_hash else "all apps"
                     raise RegistrationError(f"flow {current!r} already answers {where}")
-                table[app_hash] = spec.name
-        return spec
+                table[app_hash] = name
 
     # ------------------------------------------------------------------ lookup
 
@@ -88,7 +148,7 @@ class Registry:
         table = self.outbound if req.is_outbound else self.inbound
         return table.get(req.app) or table.get(None) or MAIN
 
-    def outbound_flow(self, flow: str | type[Flow] | None, app_hash: str) -> str:
+    def outbound_flow(self, flow: str | type[Flow] | Any | None, app_hash: str) -> str:
         """The flow ``start_call(flow=...)`` names, checked now rather than at the first POST."""
         if flow is None:
             name = self.outbound.get(app_hash) or self.outbound.get(None)
@@ -98,6 +158,14 @@ class Registry:
                     "(use flow=..., add_flow(..., outbound=True) or @app.on_outbound)"
                 )
             return name
+        if callable(flow) and not isinstance(flow, type | str):
+            registered_fn = self.by_function.get(flow)
+            if registered_fn is None:
+                raise RegistrationError(
+                    f"flow {getattr(flow, '__name__', flow)!r} is not registered: "
+                    "register it with @app.inbound_call, @app.outbound_call or app.call_flow()"
+                )
+            return registered_fn
         if isinstance(flow, type):
             registered = self.by_class.get(flow)
             if registered is None:
@@ -118,6 +186,11 @@ class Registry:
                     code = _code_of(handler)
                     if code is not None:
                         codes.setdefault(code, f"{flow.name}.{name}")
+            if flow.script is not None:
+                for fn in flow.script.functions:
+                    code = _code_of(fn)
+                    if code is not None:
+                        codes.setdefault(code, flow.name)
         for start in (*self.main_inbound.values(), *self.main_outbound.values()):
             code = _code_of(start)
             if code is not None:
