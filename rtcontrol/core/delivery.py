@@ -25,7 +25,7 @@ import logging
 from typing import Any
 
 from ..commands import Command
-from ..errors import OutputError, RtcontrolError, StoreError
+from ..errors import FlowError, OutputError, RtcontrolError, StoreError
 from ..events import CommandDelivered
 from ..validate import encode_record
 from . import keys
@@ -131,6 +131,14 @@ class Deliveries:
                     where,
                     timeout,
                 )
+            return engine.fallback
+        except FlowError as exc:
+            handler_log.error(
+                "callid=%s: %s behind the hold: %s; the fallback",
+                call.id,
+                type(exc).__name__,
+                exc,
+            )
             return engine.fallback
         except Exception:
             handler_log.exception(

@@ -32,7 +32,14 @@ from collections.abc import Callable
 from typing import Any
 
 from ..commands import Command, hangup
-from ..errors import CallEnded, CallNotFound, OutputError, RegistrationError, StoreError
+from ..errors import (
+    CallEnded,
+    CallNotFound,
+    FlowError,
+    OutputError,
+    RegistrationError,
+    StoreError,
+)
 from ..events import (
     CallbackAnswered,
     CallHeld,
@@ -596,6 +603,23 @@ class Engine:
             return decision
         try:
             result = task.result()
+        except (FlowError, OutputError) as exc:  # the reason says it all: no traceback
+            handler_log.error(
+                "callid=%s: %s: %s; answering with the fallback",
+                req.callid,
+                type(exc).__name__,
+                exc,
+            )
+            record.state = await self._state_before(req, record)
+            return await self._finish(
+                req,
+                record,
+                self.fallback,
+                call.variables,
+                step,
+                Disposition.FALLBACK,
+                report=report,
+            )
         except Exception:  # TimeoutError included: a handler's own timeout is its error
             handler_log.exception(
                 "callid=%s: handler %s.%s raised; answering with the fallback",

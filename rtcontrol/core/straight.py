@@ -429,7 +429,7 @@ class LiveCall:
             if inspect.isawaitable(value):
                 value = await value
         session = self._live_session()
-        text = encode_json(value, f"once({what}) returned a value that")
+        text = encode_json(value, f"the result of once({what})")
         stored = json.loads(text)
         if session.position != i:  # pragma: no cover - two once() at the same time
             raise RuntimeError("call.once() calls of one call must not run concurrently")
