@@ -8,6 +8,7 @@ No account, no network beyond 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib
 import secrets
 from typing import Any
@@ -29,7 +30,18 @@ from .emulator import (
 )
 from .errors import ConfigurationError
 
-__all__ = ["SCENARIOS", "run_demo"]
+__all__ = [
+    "DEFAULT_EMULATOR_PORT",
+    "DEFAULT_PORT",
+    "SCENARIOS",
+    "bind_error",
+    "check_port",
+    "run_demo",
+]
+
+#: Ports tried when none is given; a free one is taken when they are busy.
+DEFAULT_PORT = 8000
+DEFAULT_EMULATOR_PORT = 8765
 
 #: Numbers the emulator knows: call them from a second terminal to hear each caller.
 PHONEBOOK = {
@@ -59,26 +71,77 @@ def _load(target: str) -> Any:
     return factory
 
 
-async def _bind(app: Any, port: int) -> LocalServer:
-    server = LocalServer(app, port=port)
-    try:
-        await server.start()
-    except OSError:  # the port is taken: any free one will do for a demo
-        server = LocalServer(app, port=0)
-        await server.start()
+def bind_error(exc: OSError, host: str, port: int) -> str:
+    """One line for a port that cannot be bound (``port 8000 on 127.0.0.1 is in use``)."""
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use"
+    if exc.errno == errno.EACCES:
+        return f"port {port} on {host}: permission denied (ports below 1024 need privileges)"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise ConfigurationError (one line) when ``host:port`` cannot be bound now.
+
+    A probe, closed at once: :class:`LocalServer` binds again for real.
+    """
+    import socket
+
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigurationError(bind_error(exc, host, port)) from None
+
+
+async def _bind(app: Any, port: int | None, default: int) -> LocalServer:
+    """Serve on ``port``; with no port given, on ``default`` or else any free port.
+
+    A port the user chose is never swapped for another: a busy one is an error.
+    """
+    host = "127.0.0.1"
+    if port is None:
+        try:
+            check_port(host, default)
+            port = default
+        except ConfigurationError:
+            port = 0  # the default is taken: any free port will do for a demo
+    else:
+        check_port(host, port)
+    server = LocalServer(app, host=host, port=port)
+    await server.start()
     return server
 
 
 async def run_demo(
-    target: str, port: int, emulator_port: int, speed: float, keep_running: bool, console: Console
+    target: str,
+    port: int | None,
+    emulator_port: int | None,
+    speed: float,
+    keep_running: bool,
+    console: Console,
 ) -> list[Transcript]:
+    """Run the demo; ``port``/``emulator_port`` ``None``: the defaults, or free ports."""
     from .rpc import CallrClient
 
     password = secrets.token_urlsafe(12)
     app = _load(target)(callback_login="callr", callback_password=password)
     emu = Emulator(clock=ScaledClock(speed), phonebook=PHONEBOOK)
-    rpc_server = await _bind(emu.rpc_app, emulator_port)
-    app_server = await _bind(app, port)
+    try:
+        rpc_server = await _bind(emu.rpc_app, emulator_port, DEFAULT_EMULATOR_PORT)
+    except BaseException:
+        await emu.aclose()
+        raise
+    try:
+        app_server = await _bind(app, port, DEFAULT_PORT)
+    except BaseException:
+        await emu.aclose()
+        await rpc_server.stop()
+        raise
     api_url = rpc_server.url + RPC_PATH
     app.client = CallrClient(api_url=api_url, api_key=DEFAULT_API_KEY)
     app_hash = emu.create_app(

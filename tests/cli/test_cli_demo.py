@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import socket
 
+import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from rtcontrol import demo
 from rtcontrol.cli import app
 from rtcontrol.demo import SCENARIOS, run_demo
+from rtcontrol.errors import ConfigurationError
 
 
 async def test_demo_calls_complete_their_flows() -> None:
@@ -39,3 +43,29 @@ def test_demo_command_runs_and_exits() -> None:
     )
     assert result.exit_code == 0, result.output
     assert "An outbound call" in result.output
+
+
+async def test_demo_takes_a_free_port_only_when_none_was_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default ports busy: the demo runs elsewhere; a busy port given is an error."""
+    with socket.socket() as busy_app, socket.socket() as busy_emulator:
+        for s in (busy_app, busy_emulator):
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+        app_port, emulator_port = busy_app.getsockname()[1], busy_emulator.getsockname()[1]
+        monkeypatch.setattr(demo, "DEFAULT_PORT", app_port)
+        monkeypatch.setattr(demo, "DEFAULT_EMULATOR_PORT", emulator_port)
+        out = io.StringIO()
+        transcripts = await run_demo(
+            "apps.menu:build", None, None, 200.0, keep_running=False, console=Console(file=out)
+        )
+        assert len(transcripts) == len(SCENARIOS) + 1
+        printed = out.getvalue()
+        assert "http://127.0.0.1:" in printed
+        assert f":{app_port}/" not in printed
+        assert f":{emulator_port}/" not in printed
+
+        with pytest.raises(ConfigurationError) as refused:
+            await run_demo("apps.menu:build", app_port, 0, 200.0, False, Console(file=out))
+        assert str(refused.value) == f"port {app_port} on 127.0.0.1 is in use"
