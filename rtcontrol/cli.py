@@ -1,82 +1,297 @@
 """The ``rtcontrol`` command: serve apps, drive the CALLR API, run the emulator, demo.
 
 API commands read ``CALLR_API_URL``, ``CALLR_API_KEY`` (or ``CALLR_LOGIN`` and
-``CALLR_PASSWORD``), or the matching options. Errors are one readable line and a
-non-zero exit: 1 for API and configuration errors, 2 for bad usage.
+``CALLR_PASSWORD``), or the matching options. Every error is one line on stderr,
+``error: ...``, never wrapped, and a non-zero exit: 1 for API and configuration
+errors (credentials, settings, a busy port, an unreachable store), 2 for bad input
+(usage, a number, a voice, an app hash or a callid the command refuses).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import itertools
+import logging
 import os
+import re
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
-from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
-from .errors import AuthenticationError, OutcomeUnknown, RtcontrolError, TransportError
+try:  # typer vendors click since 0.2x
+    from typer._click import core as click_core
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - an older typer runs on click itself
+    from click import core as click_core  # type: ignore[no-redef]
+    from click import exceptions as click_errors  # type: ignore[no-redef]
+
+from .errors import (
+    AuthenticationError,
+    CommandError,
+    ConfigurationError,
+    OutcomeUnknown,
+    RtcontrolError,
+    StoreError,
+    TransportError,
+)
 
 __all__ = ["app", "main"]
 
 T = TypeVar("T")
 
+#: Words a user may put after a flag that takes none (``--wait yes``): refused, not
+#: taken as the next argument (where ``yes`` would become a message to speak).
+_BOOL_WORDS = frozenset({"yes", "no", "y", "n", "true", "false", "on", "off", "1", "0"})
+
+
+def _error_line(message: str) -> None:
+    """``error: message`` on stderr: one line, whatever the terminal's width."""
+    text = " ".join(message.split())
+    typer.echo(f"{typer.style('error:', fg='red', bold=True)} {text}", err=True)
+
+
+def _refuse_flag_values(
+    command: click_core.Command, ctx: click_core.Context, args: Sequence[str], *, group: bool
+) -> None:
+    """``--help yes``, ``--wait no``: a flag given a value is a usage error."""
+    flags = {
+        name
+        for param in command.get_params(ctx)
+        if getattr(param, "is_flag", False)
+        for name in (*param.opts, *param.secondary_opts)
+    }
+    for here, following in itertools.pairwise(args):
+        if here == "--" or (group and not here.startswith("-")):
+            return  # the arguments that follow belong to a subcommand
+        if here in flags and following.lower() in _BOOL_WORDS:
+            raise click_errors.UsageError(
+                f"{here} is a flag and takes no value, got {following!r}", ctx
+            )
+
+
+class _Command(TyperCommand):
+    def parse_args(self, ctx: click_core.Context, args: list[str]) -> list[str]:
+        _refuse_flag_values(self, ctx, args, group=False)
+        return super().parse_args(ctx, args)
+
+
+class _Group(TyperGroup):
+    """Usage errors as one ``error:`` line (exit 2), like every other error."""
+
+    def parse_args(self, ctx: click_core.Context, args: list[str]) -> list[str]:
+        _refuse_flag_values(self, ctx, args, group=True)
+        return super().parse_args(ctx, args)
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except click_errors.NoArgsIsHelpError as exc:  # the help was printed
+            sys.exit(exc.exit_code)
+        except click_errors.ClickException as exc:
+            message = exc.format_message()
+            ctx = getattr(exc, "ctx", None)
+            if isinstance(exc, click_errors.UsageError) and ctx is not None:
+                message = f"{message.rstrip('.')} (see '{ctx.command_path} --help')"
+            _error_line(message)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            _error_line("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="rtcontrol",
+    cls=_Group,
     help="Real-time call control for the CALLR voice API.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-apps_cli = typer.Typer(help="REALTIME10 apps.", no_args_is_help=True)
+apps_cli = typer.Typer(cls=_Group, help="REALTIME10 apps.", no_args_is_help=True)
 app.add_typer(apps_cli, name="apps")
-console = Console()
-err = Console(stderr=True)
+#: Results on stdout; rich never wraps a line (an id or a URL must stay copyable).
+console = Console(soft_wrap=True)
 
 ApiUrl = Annotated[
     str | None, typer.Option("--api-url", envvar="CALLR_API_URL", help="JSON-RPC URL.")
 ]
 ApiKey = Annotated[
     str | None,
-    typer.Option("--api-key", envvar="CALLR_API_KEY", help="API key.", show_default=False),
+    typer.Option("--api-key", help="API key (default: CALLR_API_KEY).", show_default=False),
 ]
+ApiLogin = Annotated[
+    str | None,
+    typer.Option(
+        "--api-login",
+        help="API login, instead of a key (default: CALLR_LOGIN).",
+        show_default=False,
+    ),
+]
+ApiPassword = Annotated[
+    str | None,
+    typer.Option(
+        "--api-password",
+        help="API password (default: CALLR_PASSWORD; prefer the variable: "
+        "a command line is visible to other users).",
+        show_default=False,
+    ),
+]
+Port = Annotated[int, typer.Option(min=0, max=65535, help="Port to bind (0: any free port).")]
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {escape(message)}")
+    _error_line(message)
     return typer.Exit(code)
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one API operation; turn rtcontrol errors into one line and exit 1."""
+# ---------------------------------------------------------------- bad input (exit 2)
+
+_PHONE_LIKE = re.compile(r"\+?[0-9][0-9 ().-]{5,}")
+_E164_IN_TEXT = re.compile(r"\+[0-9]{6,15}")
+_HASH = re.compile(r"[A-Z0-9]{8}")
+
+
+def _mask_number(text: str) -> str:
+    """``+33612345678`` -> ``+33*******78``: enough to spot a typo, not to dial."""
+    keep = 3 if text.startswith("+") else 2
+    return text[:keep] + re.sub(r"[0-9]", "*", text[keep:-2]) + text[-2:]
+
+
+def _shown(value: Any, name: str) -> str:
+    """A refused value as the error line shows it: secrets hidden, numbers masked."""
+    if any(word in name.lower() for word in ("password", "key")):
+        return "(hidden)"
+    if isinstance(value, str) and _PHONE_LIKE.fullmatch(value.strip()):
+        return repr(_mask_number(value.strip()))
+    return repr(value)
+
+
+def _scrub(message: str) -> str:
+    """Mask the E.164 numbers inside a message from elsewhere (an API error)."""
+    return _E164_IN_TEXT.sub(lambda m: _mask_number(m.group()), message)
+
+
+def _bad_value(exc: CommandError, names: Mapping[str, str]) -> str:
+    """``NUMBER must be an E.164 number ..., got '06******78'``: the option or argument
+    the user typed, what it must be, and what was given."""
+    param = exc.param
+    leaf = param.rsplit(".", 1)[-1]
+    name = names.get(param) or names.get(leaf) or names.get(leaf.split("[", 1)[0])
+    if name is None:
+        name = f"{exc.command}: {param}" if exc.command else param
+    allowed = str(exc.allowed).removeprefix("must be ")
+    return f"{name} must be {allowed}, got {_shown(exc.value, name)}"
+
+
+@contextmanager
+def _bad_input(names: Mapping[str, str], command: str = "") -> Iterator[None]:
+    """Refusals of the builders (CommandError, pydantic's ValidationError, ValueError)
+    become one line naming the option or argument, and exit 2."""
+    from .rpc.models import command_error
+
     try:
-        return asyncio.run(coro)
+        yield
+    except CommandError as exc:
+        raise _fail(_bad_value(exc, names), 2) from None
+    except ValidationError as exc:
+        raise _fail(_bad_value(command_error(command, exc), names), 2) from None
+    except ValueError as exc:
+        raise _fail(_scrub(str(exc)), 2) from None
+
+
+def _check_hash(name: str, value: str, what: str) -> str:
+    if not _HASH.fullmatch(value):
+        example = "4346423A" if "app" in what else "4260XMAQ"
+        raise CommandError(
+            "", name, f"{what} of 8 capital letters and digits (e.g. {example})", value
+        )
+    return value
+
+
+def _positive(name: str, value: float) -> float:
+    if not value > 0 or value == float("inf"):
+        raise _fail(f"{name} must be a positive number, got {value:g}", 2)
+    return value
+
+
+# ---------------------------------------------------------------- API errors (exit 1)
+
+
+def _run(coro: Coroutine[Any, Any, T], names: Mapping[str, str] | None = None) -> T:
+    """Run one API operation: rtcontrol errors become one line and exit 1 (2 for a
+    parameter the client refused before sending)."""
+    # The client's retry warnings would add lines to the one error line.
+    logging.getLogger("rtcontrol").addHandler(logging.NullHandler())
+    try:
+        with _bad_input(names or {}):
+            return asyncio.run(coro)
     except AuthenticationError:
         raise _fail(
-            "the API refused the credentials (check CALLR_API_KEY or CALLR_LOGIN)"
+            "the API refused the credentials (check --api-key or CALLR_API_KEY, "
+            "or --api-login/--api-password or CALLR_LOGIN/CALLR_PASSWORD)"
         ) from None
     except OutcomeUnknown as exc:
-        raise _fail(f"{exc} — check before retrying") from None
+        raise _fail(f"{_scrub(str(exc))} — check before retrying") from None
     except TransportError as exc:
-        raise _fail(f"cannot reach the API: {exc}") from None
+        message = str(exc)
+        if "cannot reach the API" not in message:
+            message = f"cannot reach the API: {message}"
+        raise _fail(message) from None
     except RtcontrolError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(_scrub(str(exc))) from None
+
+
+def _credentials(
+    api_key: str | None, login: str | None, password: str | None
+) -> dict[str, str | None]:
+    """Options win over the environment as a whole; a login given as an option may
+    take its password from ``CALLR_PASSWORD`` (kept off the command line)."""
+    if not (api_key or login or password):
+        return {}
+    if api_key and (login or password):
+        raise _fail("give --api-key or --api-login/--api-password, not both", 2)
+    if login and not password:
+        password = os.environ.get("CALLR_PASSWORD") or None
+        if not password:
+            raise _fail("--api-login needs --api-password (or CALLR_PASSWORD)", 2)
+    if password and not login:
+        raise _fail("--api-password needs --api-login", 2)
+    return {"api_key": api_key, "login": login, "password": password}
 
 
 async def _with_client(
-    api_url: str | None, api_key: str | None, action: Callable[[Any], Awaitable[T]]
+    api_url: str | None,
+    credentials: Mapping[str, str | None],
+    action: Callable[[Any], Awaitable[T]],
 ) -> T:
     from .rpc import CallrClient
 
-    overrides: dict[str, Any] = {"api_url": api_url, "api_key": api_key}
+    overrides: dict[str, Any] = {"api_url": api_url, **credentials}
     client = CallrClient.from_env(**{k: v for k, v in overrides.items() if v})
     async with client:
         return await action(client)
 
 
-# ---------------------------------------------------------------- serving
+# ---------------------------------------------------------------- loading and binding
 
 
 def _import_path() -> None:
@@ -86,42 +301,263 @@ def _import_path() -> None:
         sys.path.insert(0, cwd)
 
 
-@app.command()
+def _import_target(target: str, *, name: str, default_attr: str | None = None) -> Any:
+    """``module:attribute``; a target that does not exist is bad input (exit 2), an
+    app whose import fails on its settings a configuration error (exit 1)."""
+    import importlib
+
+    module_name, _, attr = target.partition(":")
+    attr = attr or default_attr or ""
+    if not module_name or not attr or not all(p.isidentifier() for p in module_name.split(".")):
+        raise _fail(f"{name} must be module:attribute (e.g. apps.menu:app), got {target!r}", 2)
+    _import_path()
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise _fail(
+                f"cannot import {module_name!r}: no module {exc.name!r} "
+                "(run rtcontrol from the directory that holds it)",
+                2,
+            ) from None
+        raise _fail(f"cannot import {module_name!r}: {exc}") from None
+    except RtcontrolError as exc:
+        raise _fail(f"{module_name}: {exc}") from None
+    try:
+        found = module
+        for part in attr.split("."):
+            found = getattr(found, part)
+    except AttributeError:
+        raise _fail(f"module {module_name!r} has no attribute {attr!r}", 2) from None
+    return found
+
+
+def _listen(host: str, port: int) -> Any:
+    """The server socket uvicorn will use, bound now so a busy port is one line."""
+    import socket
+
+    from .demo import bind_error
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise _fail(bind_error(exc, host, port)) from None
+    except OverflowError:
+        sock.close()
+        raise _fail(f"--port must be 0..65535, got {port}", 2) from None
+    return sock
+
+
+# ---------------------------------------------------------------- serving
+
+
+class LogLevel(StrEnum):
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+    trace = "trace"
+
+
+def _log_config(level: LogLevel) -> dict[str, Any]:
+    """uvicorn's logging, plus rtcontrol's loggers (``rtcontrol.callback``: one INFO
+    line per callback) on the same stderr handler and level."""
+    from uvicorn.config import LOG_LEVELS, LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["rtcontrol"] = {
+        "handlers": ["default"],
+        "level": LOG_LEVELS[level.value],
+        "propagate": False,
+    }
+    return config
+
+
+async def _ping_store(settings: Any) -> None:
+    from .store import open_store
+
+    store = open_store(
+        settings.store_url,
+        timeout=settings.store_timeout,
+        connect_timeout=settings.store_connect_timeout,
+    )
+    try:
+        await store.ping()
+    finally:
+        await store.close()
+
+
+def _check_app(found: Any) -> None:
+    """What the app would refuse at start-up, refused now in one line: callback
+    credentials, several workers on the memory store, an unreachable store."""
+    from .app import App
+
+    if not isinstance(found, App):
+        return  # an ASGI app of yours: uvicorn's start-up tells
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # the serving process logs its own warnings
+    try:
+        found.asgi()
+        if found.store.shared:
+            asyncio.run(_ping_store(found.settings))
+    except StoreError as exc:
+        raise _fail(
+            f"cannot start: the store is unreachable ({exc}); check RTCONTROL_STORE_URL"
+        ) from None
+    except RtcontrolError as exc:
+        raise _fail(str(exc)) from None
+    finally:
+        logging.disable(previous)
+
+
+def _run_uvicorn(config: Any, sock: Any) -> bool:
+    """Serve until interrupted; False when the app (or a worker) failed to start."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import ChangeReload, Multiprocess
+
+    server = uvicorn.Server(config)
+    try:
+        if config.should_reload:
+            ChangeReload(config, target=server.run, sockets=[sock]).run()
+            return True
+        if config.workers > 1:
+            supervisor = Multiprocess(config, sockets=[sock])
+            supervisor.run()
+            return not any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
+        try:
+            server.run(sockets=[sock])
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                return False
+        return server.started
+    except KeyboardInterrupt:
+        return True
+    finally:
+        sock.close()
+
+
+@app.command(cls=_Command)
 def serve(
     target: Annotated[str, typer.Argument(help="module:attribute of the App, e.g. apps.menu:app")],
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    port: Port = 8000,
     proxy: Annotated[
         str, typer.Option(help="Address of the reverse proxy whose X-Forwarded-* headers to trust.")
     ] = "127.0.0.1",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            envvar="WEB_CONCURRENCY",
+            help="Worker processes, 1 by default (more than one needs "
+            "RTCONTROL_STORE_URL=redis://...).",
+            show_default=False,
+        ),
+    ] = None,
+    reload: Annotated[
+        bool, typer.Option(help="Restart when the code changes (development).")
+    ] = False,
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            case_sensitive=False,
+            help="info: one line per callback (logger rtcontrol.callback); warning: quieter.",
+        ),
+    ] = LogLevel.info,
+    access_log: Annotated[bool, typer.Option(help="Also uvicorn's line per HTTP request.")] = False,
+    login: Annotated[
+        str | None,
+        typer.Option(
+            help="Basic login the platform sends (default: RTCONTROL_CALLBACK_LOGIN).",
+            show_default=False,
+        ),
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            help="Its password (default: RTCONTROL_CALLBACK_PASSWORD; prefer the variable).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Serve an app with uvicorn (one worker; run several behind nginx with Redis)."""
+    """Serve an app with uvicorn; checks its configuration first."""
     import uvicorn
 
-    _import_path()
-    uvicorn.run(
+    if reload and workers is not None and workers > 1:
+        raise _fail("--reload and --workers cannot be combined: reload runs one worker", 2)
+    # The app reads its settings from the environment when it is built, here and in
+    # each worker process: the options go there.
+    for variable, value in (
+        ("RTCONTROL_WORKERS", None if workers is None else str(workers)),
+        ("RTCONTROL_CALLBACK_LOGIN", login),
+        ("RTCONTROL_CALLBACK_PASSWORD", password),
+    ):
+        if value is not None:
+            os.environ[variable] = value
+    _check_app(_import_target(target, name="TARGET"))
+    config = uvicorn.Config(  # configures logging
         target,
         host=host,
         port=port,
+        workers=workers or 1,
+        reload=reload,
+        log_config=_log_config(log_level),
+        log_level=log_level.value,
+        access_log=access_log,
         proxy_headers=True,
         forwarded_allow_ips=proxy,
         timeout_keep_alive=75,
         timeout_graceful_shutdown=25,
         server_header=False,
     )
+    sock = _listen(host, port)
+    config.port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    logging.getLogger("uvicorn.error").info(
+        "serving %s on http://%s:%d with %d worker%s (Press CTRL+C to quit)",
+        target,
+        shown,
+        config.port,
+        config.workers,
+        "" if config.workers == 1 else "s",
+    )
+    if not _run_uvicorn(config, sock):
+        raise _fail("the app did not start (its reason is logged above)")
 
 
 # ---------------------------------------------------------------- API commands
 
 
-@app.command()
-def ping(api_url: ApiUrl = None, api_key: ApiKey = None) -> None:
+@app.command(cls=_Command)
+def ping(
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    api_login: ApiLogin = None,
+    api_password: ApiPassword = None,
+) -> None:
     """Check the credentials (system.get_timestamp)."""
-    stamp = _run(_with_client(api_url, api_key, lambda c: c.get_timestamp()))
+    creds = _credentials(api_key, api_login, api_password)
+    stamp = _run(_with_client(api_url, creds, lambda c: c.get_timestamp()))
     console.print(f"[green]ok[/] — API time {stamp}")
 
 
-@app.command("call")
+_CALL_NAMES = {
+    "number": "NUMBER",
+    "target": "NUMBER",
+    "timeout": "--timeout",
+    "cli": "--cli",
+    "app": "--app",
+    "callid": "CALLID",
+}
+
+
+@app.command("call", cls=_Command)
 def call_(
     number: Annotated[str, typer.Argument(help="E.164 number to call, e.g. +33612345678.")],
     app_hash: Annotated[
@@ -131,47 +567,81 @@ def call_(
     cli: Annotated[str, typer.Option(help='Caller id: "BLOCKED" or an E.164 number.')] = "BLOCKED",
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    api_login: ApiLogin = None,
+    api_password: ApiPassword = None,
 ) -> None:
-    """Start an outbound real-time call (calls.realtime)."""
+    """Start an outbound real-time call (calls.realtime); prints its request hash."""
     from .media import Target
     from .rpc import RealtimeOptions
 
+    with _bad_input(_CALL_NAMES, "calls.realtime"):
+        target = Target(number=number, timeout=timeout)
+        options = RealtimeOptions(cli=cli)
+        _check_hash("--app", app_hash, "an app hash")
+    creds = _credentials(api_key, api_login, api_password)
+
     async def action(client: Any) -> str:
-        result: str = await client.realtime(
-            app_hash, Target(number=number, timeout=timeout), RealtimeOptions(cli=cli)
-        )
+        result: str = await client.realtime(app_hash, target, options)
         return result
 
-    try:
-        request_hash = _run(_with_client(api_url, api_key, action))
-    except ValueError as exc:  # pydantic: a bad number or timeout
-        raise _fail(str(exc).splitlines()[-1].strip(), 2) from None
-    console.print(f"call requested: [bold]{request_hash}[/]")
+    request_hash = _run(_with_client(api_url, creds, action), _CALL_NAMES)
+    console.print(f"call requested: request hash [bold]{request_hash}[/]")
+    console.print(
+        "its call id (what `rtcontrol break` and `rtcontrol hangup` take) comes with the "
+        f"call's first callback, which carries request_hash {request_hash}: "
+        "`rtcontrol serve` logs it as callid=...",
+        highlight=False,
+    )
 
 
-@app.command("break")
+def _callid(callid: int) -> int:
+    from .rpc.wire import check_callid
+
+    with _bad_input(_CALL_NAMES):
+        return check_callid("", callid)
+
+
+@app.command("break", cls=_Command)
 def break_(
     callid: Annotated[int, typer.Argument(help="Call id (from the callback).")],
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    api_login: ApiLogin = None,
+    api_password: ApiPassword = None,
 ) -> None:
     """Interrupt the command a call is running (calls.realtime_break)."""
-    ok = _run(_with_client(api_url, api_key, lambda c: c.realtime_break(callid)))
+    callid = _callid(callid)
+    creds = _credentials(api_key, api_login, api_password)
+    ok = _run(_with_client(api_url, creds, lambda c: c.realtime_break(callid)), _CALL_NAMES)
     console.print("break sent" if ok else "[yellow]nothing to break[/]")
 
 
-@app.command()
+@app.command(cls=_Command)
 def hangup(
     callid: Annotated[int, typer.Argument(help="Call id.")],
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    api_login: ApiLogin = None,
+    api_password: ApiPassword = None,
 ) -> None:
     """Hang up a call (calls.hangup)."""
-    ok = _run(_with_client(api_url, api_key, lambda c: c.hangup(callid)))
+    callid = _callid(callid)
+    creds = _credentials(api_key, api_login, api_password)
+    ok = _run(_with_client(api_url, creds, lambda c: c.hangup(callid)), _CALL_NAMES)
     console.print("hung up" if ok else "[yellow]call already ended[/]")
 
 
-@app.command()
+_BROADCAST_NAMES = {
+    "number": "NUMBER",
+    "target": "NUMBER",
+    "voice": "--voice",
+    "text": "MESSAGES",
+    "messages": "MESSAGES",
+    "request_id": "REQUEST_ID",
+}
+
+
+@app.command(cls=_Command)
 def broadcast(
     number: Annotated[str, typer.Argument(help="E.164 number to call.")],
     messages: Annotated[list[str], typer.Argument(help="Texts to speak, or media ids.")],
@@ -179,14 +649,21 @@ def broadcast(
     wait: Annotated[bool, typer.Option(help="Wait for the final status.")] = True,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    api_login: ApiLogin = None,
+    api_password: ApiPassword = None,
 ) -> None:
     """Call a number and play messages (calls.broadcast_1); show progress until it ends."""
-    from .media import tts
+    from .media import Target, check_media, tts
 
-    media: list[int | str] = [int(m) if m.isdigit() else tts(m, voice) for m in messages]
+    with _bad_input(_BROADCAST_NAMES, "calls.broadcast_1"):
+        target = Target(number=number)
+        media: list[int | str] = [int(m) if m.isdigit() else tts(m, voice) for m in messages]
+        for i, item in enumerate(media):
+            check_media("calls.broadcast_1", f"messages[{i}]", item)
+    creds = _credentials(api_key, api_login, api_password)
 
     async def action(client: Any) -> tuple[str, str]:
-        request_id: str = await client.broadcast(number, media)
+        request_id: str = await client.broadcast(target, media)
         status = "PENDING"
         if wait:
             with console.status(f"broadcast {request_id}: {status}") as spinner:
@@ -198,46 +675,73 @@ def broadcast(
                     await asyncio.sleep(1.0)
         return request_id, status
 
-    request_id, status = _run(_with_client(api_url, api_key, action))
+    request_id, status = _run(_with_client(api_url, creds, action), _BROADCAST_NAMES)
     console.print(f"broadcast [bold]{request_id}[/]: {status}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def status(
     request_id: Annotated[str, typer.Argument(help="Request id returned by broadcast.")],
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    api_login: ApiLogin = None,
+    api_password: ApiPassword = None,
 ) -> None:
     """Status of a broadcast (calls.get_status_1)."""
-    console.print(_run(_with_client(api_url, api_key, lambda c: c.get_status(request_id))))
+    with _bad_input(_BROADCAST_NAMES):
+        _check_hash("REQUEST_ID", request_id, "a request id")
+    creds = _credentials(api_key, api_login, api_password)
+    found = _run(_with_client(api_url, creds, lambda c: c.get_status(request_id)))
+    console.print(found)
 
 
-@apps_cli.command("create")
+_APP_NAMES = {"name": "NAME", "url": "--url", "login": "--login", "password": "--password"}
+
+
+@apps_cli.command("create", cls=_Command)
 def apps_create(
     name: Annotated[str, typer.Argument(help="App name.")],
     url: Annotated[str, typer.Option(help="Callback URL, e.g. https://ivr.example.com/callback.")],
-    login: Annotated[str, typer.Option(envvar="RTCONTROL_CALLBACK_LOGIN")] = "",
+    login: Annotated[
+        str,
+        typer.Option(
+            envvar="RTCONTROL_CALLBACK_LOGIN", help="Basic login the platform sends to the URL."
+        ),
+    ] = "",
     password: Annotated[
-        str, typer.Option(envvar="RTCONTROL_CALLBACK_PASSWORD", show_default=False)
+        str,
+        typer.Option(
+            envvar="RTCONTROL_CALLBACK_PASSWORD", help="Its password.", show_default=False
+        ),
     ] = "",
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
+    api_login: ApiLogin = None,
+    api_password: ApiPassword = None,
 ) -> None:
     """Create a REALTIME10 app pointing at your callback URL."""
+    creds = _credentials(api_key, api_login, api_password)
     info = _run(
         _with_client(
-            api_url, api_key, lambda c: c.create_app(name, url, login=login, password=password)
-        )
+            api_url, creds, lambda c: c.create_app(name, url, login=login, password=password)
+        ),
+        _APP_NAMES,
     )
     console.print(f"created app [bold]{info.hash}[/] ({info.name})")
 
 
-@apps_cli.command("list")
-def apps_list(api_url: ApiUrl = None, api_key: ApiKey = None) -> None:
+@apps_cli.command("list", cls=_Command)
+def apps_list(
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    api_login: ApiLogin = None,
+    api_password: ApiPassword = None,
+) -> None:
     """List REALTIME10 apps."""
     from rich.table import Table
 
-    found = _run(_with_client(api_url, api_key, lambda c: c.list_apps()))
+    creds = _credentials(api_key, api_login, api_password)
+    found = _run(_with_client(api_url, creds, lambda c: c.list_apps()))
     table = Table("hash", "name", "url")
     for info in found:
         table.add_row(info.hash, info.name, getattr(info, "url", "") or "")
@@ -247,38 +751,85 @@ def apps_list(api_url: ApiUrl = None, api_key: ApiKey = None) -> None:
 # ---------------------------------------------------------------- emulator and demo
 
 
-@app.command()
+def emulator_banner(rpc_url: str) -> list[str]:
+    """What the emulator prints once it listens: each credential line copyable as is."""
+    from .emulator import DEFAULT_API_KEY, DEFAULT_LOGIN, DEFAULT_PASSWORD
+
+    return [
+        f"CALLR emulator: JSON-RPC at {rpc_url}  (Ctrl-C to stop)",
+        "From another shell, with the API key:",
+        f"export CALLR_API_URL={rpc_url} CALLR_API_KEY={DEFAULT_API_KEY}; "
+        "unset CALLR_LOGIN CALLR_PASSWORD",
+        "or with the Basic login:",
+        f"export CALLR_API_URL={rpc_url} CALLR_LOGIN={DEFAULT_LOGIN} "
+        f"CALLR_PASSWORD={DEFAULT_PASSWORD}; unset CALLR_API_KEY",
+    ]
+
+
+@app.command(cls=_Command)
 def emulator(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8765,
+    port: Port = 8765,
     speed: Annotated[float, typer.Option(help="Virtual seconds per real second.")] = 1.0,
 ) -> None:
     """Run the local CALLR emulator (JSON-RPC at /json-rpc/v1.1/, API key emulator-api-key)."""
-    from .emulator import DEFAULT_API_KEY, Emulator, ScaledClock, serve
+    from .demo import bind_error, check_port
+    from .emulator import RPC_PATH, Emulator, ScaledClock, serve
+
+    clock = ScaledClock(_positive("--speed", speed))
+    try:
+        check_port(host, port)
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from None
+    listening = False
 
     def ready(server: Any) -> None:
-        console.print(f"CALLR emulator on [bold]{server.url}/json-rpc/v1.1/[/]")
-        console.print(
-            f"  export CALLR_API_URL={server.url}/json-rpc/v1.1/ CALLR_API_KEY={DEFAULT_API_KEY}"
-        )
+        nonlocal listening
+        listening = True
+        for line in emulator_banner(f"{server.url}{RPC_PATH}"):
+            typer.echo(line)  # plain lines: no terminal width can wrap them
 
-    asyncio.run(serve(Emulator(clock=ScaledClock(speed)), host=host, port=port, on_ready=ready))
+    try:
+        asyncio.run(serve(Emulator(clock=clock), host=host, port=port, on_ready=ready))
+    except OSError as exc:
+        if listening:
+            raise
+        raise _fail(bind_error(exc, host, port)) from None
+    except KeyboardInterrupt:
+        pass
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo(
     target: Annotated[
         str, typer.Option("--app", help="module:factory building the App.")
     ] = "apps.menu:build",
-    port: Annotated[int, typer.Option(help="Port of the app (0: any free port).")] = 8000,
-    emulator_port: Annotated[int, typer.Option(help="Port of the emulator's JSON-RPC.")] = 8765,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Port of the app (0: any free port).",
+            show_default="8000, or a free port if taken",
+        ),
+    ] = None,
+    emulator_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Port of the emulator's JSON-RPC.",
+            show_default="8765, or a free port if taken",
+        ),
+    ] = None,
     speed: Annotated[float, typer.Option(help="Virtual seconds per real second.")] = 8.0,
     keep_running: Annotated[bool, typer.Option(help="Keep serving after the demo calls.")] = True,
 ) -> None:
     """Serve an example app and the emulator on loopback, place calls, print transcripts."""
     from .demo import run_demo
 
-    _import_path()
+    _positive("--speed", speed)
+    _import_target(target, name="--app", default_attr="build")
     try:
         asyncio.run(run_demo(target, port, emulator_port, speed, keep_running, console))
     except KeyboardInterrupt:
@@ -288,7 +839,7 @@ def demo(
 
 
 def main() -> None:
-    app()
+    app(prog_name="rtcontrol")  # also under python -m rtcontrol.cli
 
 
 if __name__ == "__main__":  # python -m rtcontrol.cli

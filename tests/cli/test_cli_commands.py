@@ -1,54 +1,16 @@
-"""The rtcontrol CLI against a real emulator process on loopback."""
+"""The rtcontrol CLI against a real emulator process on loopback (``api_url``: conftest)."""
 
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from rtcontrol.cli import app
 from rtcontrol.emulator import DEFAULT_API_KEY, RPC_PATH
+from tests.cli.support import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def api_url() -> Iterator[str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rtcontrol.cli", "emulator", "--port", str(port), "--speed", "50"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else b""
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}{RPC_PATH}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout:
-            proc.stdout.close()
 
 
 def invoke(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -98,7 +60,7 @@ def test_unknown_call_is_an_api_error(api_url: str) -> None:
 
 
 def test_unreachable_api() -> None:
-    url = f"http://127.0.0.1:{_free_port()}{RPC_PATH}"
+    url = f"http://127.0.0.1:{free_port()}{RPC_PATH}"
     code, out = invoke("ping", "--api-url", url, "--api-key", "k")
     assert code == 1
     assert "cannot reach the API" in out
