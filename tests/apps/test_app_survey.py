@@ -1,10 +1,17 @@
-"""apps/survey.py: whole calls through the emulator, and what the survey stores."""
+"""apps/survey.py and its straight-line twin apps/survey_straight.py: whole calls
+through the emulator, and what the survey stores.
+
+Every test runs on both modules (the ``twin`` fixture): the twins must send the same
+commands, say the same texts and store the same results.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -20,7 +27,7 @@ from app_kit import (
     without_credentials,
 )
 
-from apps.survey import MAX_TRIES, QUESTIONS, Results, build
+from apps.survey import MAX_TRIES, QUESTIONS, Results
 from rtcontrol.emulator import Callee, HangUp, Press, Silence, Transcript
 from rtcontrol.testing import EmulatedPlatform, random_credentials
 
@@ -29,23 +36,42 @@ shared = pytest.mark.asyncio(loop_scope="module")
 INTRO = "Thank you for calling Example Corp. Please answer three questions. "
 
 
+TWINS = ["apps.survey", "apps.survey_straight"]
+
+
+@pytest.fixture(scope="module", params=TWINS)
+def twin(request: pytest.FixtureRequest) -> ModuleType:
+    """The survey module under test: the step-style one, then its straight-line twin."""
+    return importlib.import_module(request.param)
+
+
 @pytest.fixture(scope="module")
-def surveys() -> Results:
+def surveys(twin: ModuleType) -> Results:
     return Results()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def http(surveys: Results) -> AsyncIterator[EmulatedPlatform]:
+async def http(twin: ModuleType, surveys: Results) -> AsyncIterator[EmulatedPlatform]:
     """One app and one emulator over loopback HTTP, shared by the module's calls."""
-    app = build(results=surveys, **random_credentials())
+    app = twin.build(results=surveys, **random_credentials())
     async with EmulatedPlatform(app, over="http", speed=SPEED) as p:
         yield p
 
 
-def stored(surveys: Results, t: Transcript) -> dict[str, Any]:
-    """The one record saved for this call."""
+async def stored(p: EmulatedPlatform, surveys: Results, t: Transcript) -> dict[str, Any]:
+    """The one record saved for this call, once ``on_hangup`` has run (it runs after
+    the reply to the hang-up: wait for the app to settle)."""
+    await p.app.settle()
     [record] = [r for r in surveys.records if r["callid"] == t.callid]
     return record
+
+
+def test_the_twins_share_questions_and_sink(twin: ModuleType) -> None:
+    assert twin.QUESTIONS is QUESTIONS
+    assert twin.MAX_TRIES == MAX_TRIES
+    assert twin.Results is Results
+    straight = twin.build(**random_credentials()).flow_spec("survey").script is not None
+    assert straight == twin.__name__.endswith("_straight")
 
 
 @shared
@@ -63,7 +89,7 @@ async def test_three_answers_are_stored_and_the_caller_thanked(
     assert all(p["max_digits"] == 1 and p["attempts"] == 1 for p in params(t, "read"))
     assert results(t, "read") == ["4", "1", "2"]
     assert_ended(t, "app")
-    record = stored(surveys, t)
+    record = await stored(http, surveys, t)
     assert record["caller"] == CALLER
     assert record["answers"] == {"rating": 4, "recommend": "yes", "callback": "no"}
     assert record["complete"] is True
@@ -83,7 +109,7 @@ async def test_invalid_keys_and_silence_are_asked_again(
     assert prompts[4] == "That is not a valid answer. " + QUESTIONS[1].prompt
     assert prompts[6] == "That is not a valid answer. " + QUESTIONS[2].prompt
     assert_ended(t, "app")
-    record = stored(surveys, t)
+    record = await stored(http, surveys, t)
     assert record["answers"] == {"rating": 5, "recommend": "no", "callback": "yes"}
     assert record["complete"] is True
 
@@ -98,7 +124,7 @@ async def test_three_failures_on_one_question_end_with_partial_answers(
     assert results(t, "read") == ["3", "9", "TIMEOUT", "TIMEOUT"]
     assert said(t)[-1] == "Sorry, we could not get your answer. Goodbye."
     assert_ended(t, "app")
-    record = stored(surveys, t)
+    record = await stored(http, surveys, t)
     assert record["answers"] == {"rating": 3}
     assert record["complete"] is False
 
@@ -110,32 +136,33 @@ async def test_a_caller_hanging_up_early_leaves_partial_answers(
     t = await http.call(Callee(actions=[Press("5"), Press("1"), HangUp(after=2.0)]))
     assert t.executed == ["read", "read", "read"]
     assert_ended(t, "callee")
-    record = stored(surveys, t)
+    record = await stored(http, surveys, t)
     assert record["answers"] == {"rating": 5, "recommend": "yes"}
     assert record["complete"] is False
 
 
-async def test_a_caller_hanging_up_at_once_is_stored_with_no_answers() -> None:
+async def test_a_caller_hanging_up_at_once_is_stored_with_no_answers(twin: ModuleType) -> None:
     surveys = Results()
-    app = build(results=surveys, **random_credentials())
+    app = twin.build(results=surveys, **random_credentials())
     async with EmulatedPlatform(app, over="asgi", speed=SPEED) as p:
         t = await p.call(Callee(actions=[HangUp(after=0.5)]))
+        assert surveys.records == [await stored(p, surveys, t)]
     assert_ended(t, "callee")
-    assert surveys.records == [stored(surveys, t)]
     assert surveys.records[0]["answers"] == {}
     assert surveys.records[0]["complete"] is False
 
 
 async def test_results_go_to_the_jsonl_file_named_by_survey_results(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    twin: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "surveys.jsonl"
     monkeypatch.setenv("SURVEY_RESULTS", str(path))
-    app = build(**random_credentials())  # the sink comes from the environment
+    app = twin.build(**random_credentials())  # the sink comes from the environment
     callers = [Callee(actions=[Press("2"), Press("2"), Press("2")]), Callee(actions=[Press("5")])]
     async with EmulatedPlatform(app, over="asgi", speed=SPEED) as p:
         for caller in callers:
             assert_ended(await p.call(caller, cli_number=CALLER), "app")
+            await app.settle()  # each call's line written before the next call
     lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert [line["answers"] for line in lines] == [
         {"rating": 2, "recommend": "no", "callback": "no"},
@@ -145,8 +172,10 @@ async def test_results_go_to_the_jsonl_file_named_by_survey_results(
     assert {line["caller"] for line in lines} == {CALLER}
 
 
-async def test_refuses_to_start_without_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_refuses_to_start_without_credentials(
+    twin: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
     without_credentials(monkeypatch)
-    [failed] = await startup_messages(build())
+    [failed] = await startup_messages(twin.build())
     assert failed["type"] == "lifespan.startup.failed"
     assert "RTCONTROL_CALLBACK_PASSWORD" in failed["message"]
