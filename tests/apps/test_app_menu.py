@@ -1,4 +1,9 @@
-"""apps/menu.py: whole calls through the emulator, and the README's copy of it."""
+"""apps/menu.py and its straight-line twin apps/menu_straight.py: whole calls through
+the emulator, and the README's copy of the step-style one.
+
+Every call test runs on both modules (the ``twin`` fixture): the twins must send the
+same commands with the same parameters and say the same texts.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import importlib
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import ModuleType
 from typing import Literal
 
 import pytest
@@ -20,8 +26,7 @@ from app_kit import (
     without_credentials,
 )
 
-import apps.menu
-from apps.menu import AGENTS, build
+from apps.menu import AGENTS
 from rtcontrol import ConfigurationError
 from rtcontrol.emulator import Callee, HangUp, Press, Silence
 from rtcontrol.testing import EmulatedPlatform, random_credentials
@@ -34,18 +39,31 @@ PHONEBOOK = {number: Callee(answer_delay=2.0, hangup_after=5.0) for number in AG
 
 #: Tests that place their calls on the module's shared ``http`` platform run in its loop.
 shared = pytest.mark.asyncio(loop_scope="module")
+TWINS = ["apps.menu", "apps.menu_straight"]
 
 
-def platform(over: Literal["asgi", "http"] = "http") -> EmulatedPlatform:
-    app = build(**random_credentials())
+@pytest.fixture(scope="module", params=TWINS)
+def twin(request: pytest.FixtureRequest) -> ModuleType:
+    """The menu module under test: the step-style one, then its straight-line twin."""
+    return importlib.import_module(request.param)
+
+
+def platform(twin: ModuleType, over: Literal["asgi", "http"] = "http") -> EmulatedPlatform:
+    app = twin.build(**random_credentials())
     return EmulatedPlatform(app, over=over, speed=SPEED, phonebook=PHONEBOOK)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def http() -> AsyncIterator[EmulatedPlatform]:
+async def http(twin: ModuleType) -> AsyncIterator[EmulatedPlatform]:
     """One app and one emulator over loopback HTTP, shared by the module's calls."""
-    async with platform() as p:
+    async with platform(twin) as p:
         yield p
+
+
+def test_the_twins_dial_the_same_agents(twin: ModuleType) -> None:
+    assert twin.AGENTS == AGENTS
+    straight = twin.build(**random_credentials()).flow_spec("menu").script is not None
+    assert straight == twin.__name__.endswith("_straight")
 
 
 @shared
@@ -77,8 +95,8 @@ async def test_a_silent_caller_hears_three_prompts_then_goodbye(http: EmulatedPl
     assert_ended(t, "app")
 
 
-async def test_three_mistakes_of_both_kinds_end_the_call() -> None:
-    async with platform(over="asgi") as p:
+async def test_three_mistakes_of_both_kinds_end_the_call(twin: ModuleType) -> None:
+    async with platform(twin, over="asgi") as p:
         t = await p.call(Callee(actions=[Press("9"), Silence(), Press("*")]))
     assert t.executed == ["read", "read", "read", "play", "hangup"]
     assert said(t)[1].startswith("That is not a valid choice.")
@@ -94,8 +112,8 @@ async def test_a_caller_hanging_up_during_the_welcome(http: EmulatedPlatform) ->
     assert_ended(t, "callee")
 
 
-async def test_in_process_press_2() -> None:
-    async with platform(over="asgi") as p:
+async def test_in_process_press_2(twin: ModuleType) -> None:
+    async with platform(twin, over="asgi") as p:
         t = await p.call(Callee(actions=[Press("2")], answer_delay=0.5), cli_number=CALLER)
     assert t.executed == ["read", "dialout"]
     assert_ended(t, "bridge")
@@ -142,12 +160,14 @@ def test_the_readme_menu_is_apps_menu() -> None:
         position = found[0] + 1
 
 
-async def test_the_module_app_serves_whole_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_module_app_serves_whole_calls(
+    twin: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``uvicorn apps.menu:app``: the module-level app, configured from the environment."""
     credentials = random_credentials()
     monkeypatch.setenv("RTCONTROL_CALLBACK_LOGIN", credentials["callback_login"])
     monkeypatch.setenv("RTCONTROL_CALLBACK_PASSWORD", credentials["callback_password"])
-    module = importlib.reload(apps.menu)
+    module = importlib.reload(twin)
     try:
         assert module.app.settings.callback_password == credentials["callback_password"]
         async with EmulatedPlatform(module.app, over="http", speed=SPEED, phonebook=PHONEBOOK) as p:
@@ -156,14 +176,14 @@ async def test_the_module_app_serves_whole_calls(monkeypatch: pytest.MonkeyPatch
         assert_ended(t, "bridge")
     finally:
         monkeypatch.undo()
-        importlib.reload(apps.menu)  # a fresh module app for anyone else
+        importlib.reload(twin)  # a fresh module app for anyone else
 
 
 async def test_the_module_app_refuses_to_start_without_credentials(
-    monkeypatch: pytest.MonkeyPatch,
+    twin: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     without_credentials(monkeypatch)
-    app = build()
+    app = twin.build()
     with pytest.raises(ConfigurationError, match="RTCONTROL_CALLBACK_LOGIN"):
         app.asgi()
     [failed] = await startup_messages(app)  # what uvicorn sees: start-up fails, with the reason
