@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 
-.PHONY: run test lint typecheck pytest bench chaos install install-dev clean
+.PHONY: run test lint typecheck pytest bench bench-tools chaos install install-dev clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,26 @@ chaos: $(VENV)/.installed-dev
 docs: $(VENV)/.installed  ## regenerate the README's settings table from rtcontrol.Settings
 	$(PY) -c "import re, pathlib; from rtcontrol.settings import settings_table as t; p = pathlib.Path('README.md'); s = p.read_text(); a, b = s.split('<!-- settings:start -->\n', 1); p.write_text(a + '<!-- settings:start -->\n' + t() + '<!-- settings:end -->' + b.split('<!-- settings:end -->', 1)[1])"
 
-bench: $(VENV)/.installed-dev
+# The load generator and CPU pinning make bench needs (wrk; taskset from util-linux),
+# installed from Debian's packages when missing, the way .ci/run installs nginx.
+# Not root: through sudo when there is one. No apt-get: says what to install.
+BENCH_TOOLS := wrk:wrk taskset:util-linux
+SUDO ?= $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+bench-tools:
+	@need=""; for pair in $(BENCH_TOOLS); do \
+	    command -v "$${pair%%:*}" >/dev/null 2>&1 || need="$$need $${pair#*:}"; \
+	done; \
+	if [ -n "$$need" ]; then \
+	    if ! command -v apt-get >/dev/null 2>&1; then \
+	        echo "make bench needs:$$need (Debian package names); install them, then retry" >&2; \
+	        exit 1; \
+	    fi; \
+	    echo "installing$$need (apt-get)"; \
+	    $(SUDO) apt-get update -qq && \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
+	fi
+
+bench: $(VENV)/.installed-dev bench-tools
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:

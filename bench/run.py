@@ -539,7 +539,10 @@ def main(argv: list[str] | None = None) -> int:
     if "wrk" in phases or "openloop" in phases:
         missing = servers.check_tools()
         if missing:
-            raise SystemExit(f"missing tools: {', '.join(missing)} (Debian: wrk, util-linux)")
+            raise SystemExit(
+                f"missing tools: {', '.join(missing)} "
+                "(make bench-tools installs them; Debian packages: wrk, util-linux)"
+            )
     given = sys.argv[1:] if argv is None else argv
     command = "make bench" + (f" BENCH_ARGS={shlex.quote(' '.join(given))}" if given else "")
     started = dt.datetime.now(dt.UTC)
