@@ -241,9 +241,14 @@ def _run(coro: Coroutine[Any, Any, T], names: Mapping[str, str] | None = None) -
     parameter the client refused before sending)."""
     # The client's retry warnings would add lines to the one error line.
     logging.getLogger("rtcontrol").addHandler(logging.NullHandler())
+    from .rpc.models import command_error
+
     try:
-        with _bad_input(names or {}):
-            return asyncio.run(coro)
+        return asyncio.run(coro)
+    except CommandError as exc:  # a parameter the client refused before sending
+        raise _fail(_bad_value(exc, names or {}), 2) from None
+    except ValidationError as exc:
+        raise _fail(_bad_value(command_error("", exc), names or {}), 2) from None
     except AuthenticationError:
         raise _fail(
             "the API refused the credentials (check --api-key or CALLR_API_KEY, "
@@ -286,7 +291,10 @@ async def _with_client(
     from .rpc import CallrClient
 
     overrides: dict[str, Any] = {"api_url": api_url, **credentials}
-    client = CallrClient.from_env(**{k: v for k, v in overrides.items() if v})
+    try:
+        client = CallrClient.from_env(**{k: v for k, v in overrides.items() if v})
+    except ValueError as exc:  # urlsplit refused the URL (e.g. "http://[::1")
+        raise ConfigurationError(f"api_url must be an http:// or https:// URL ({exc})") from None
     async with client:
         return await action(client)
 
@@ -720,6 +728,8 @@ def apps_create(
     api_password: ApiPassword = None,
 ) -> None:
     """Create a REALTIME10 app pointing at your callback URL."""
+    if ":" in login:
+        raise _fail("--login must not contain ':' (HTTP Basic cannot carry it)", 2)
     creds = _credentials(api_key, api_login, api_password)
     info = _run(
         _with_client(
@@ -826,10 +836,17 @@ def demo(
     keep_running: Annotated[bool, typer.Option(help="Keep serving after the demo calls.")] = True,
 ) -> None:
     """Serve an example app and the emulator on loopback, place calls, print transcripts."""
+    from .app import App
     from .demo import run_demo
 
     _positive("--speed", speed)
-    _import_target(target, name="--app", default_attr="build")
+    factory = _import_target(target, name="--app", default_attr="build")
+    if isinstance(factory, App) or not callable(factory):
+        raise _fail(
+            "--app must name a function that builds the App from keyword settings "
+            f"(e.g. apps.menu:build), got {target!r}",
+            2,
+        )
     try:
         asyncio.run(run_demo(target, port, emulator_port, speed, keep_running, console))
     except KeyboardInterrupt:

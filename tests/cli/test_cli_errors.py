@@ -118,6 +118,29 @@ BAD_INPUT = [
         "error: cannot import 'apps.nope': no module 'apps.nope' "
         "(run rtcontrol from the directory that holds it)",
     ),
+    (
+        ["demo", "--app", "apps.menu:app"],
+        "error: --app must name a function that builds the App from keyword settings "
+        "(e.g. apps.menu:build), got 'apps.menu:app'",
+    ),
+    (
+        ["demo", "--app", "apps.menu:AGENTS"],
+        "error: --app must name a function that builds the App from keyword settings "
+        "(e.g. apps.menu:build), got 'apps.menu:AGENTS'",
+    ),
+    # apps
+    (
+        ["apps", "create", "", "--url", "https://ivr.example.com/callback", *API],
+        "error: NAME must be a non-empty string, got ''",
+    ),
+    (
+        ["apps", "create", "ivr", "--url", "ftp://ivr.example.com/", *API],
+        "error: --url must be an http:// or https:// URL with a host, got 'ftp://ivr.example.com/'",
+    ),
+    (
+        ["apps", "create", "ivr", "--url", "https://ivr.example.com/", "--login", "a:b", *API],
+        "error: --login must not contain ':' (HTTP Basic cannot carry it)",
+    ),
     # credentials given half
     (
         ["ping", "--api-url", CLOSED, "--api-login", "me"],
@@ -134,7 +157,9 @@ BAD_INPUT = [
 ]
 
 
-@pytest.mark.parametrize(("args", "line"), BAD_INPUT, ids=lambda v: " ".join(v)[:60])
+@pytest.mark.parametrize(
+    ("args", "line"), BAD_INPUT, ids=[" ".join(x for x in a if x not in API) for a, _ in BAD_INPUT]
+)
 def test_bad_input_is_one_line_and_exit_2(args: list[str], line: str) -> None:
     assert_one_error(cli(*args), 2, line)
 
@@ -173,7 +198,9 @@ USAGE = [
 ]
 
 
-@pytest.mark.parametrize(("args", "line"), USAGE, ids=lambda v: " ".join(v)[:60])
+@pytest.mark.parametrize(
+    ("args", "line"), USAGE, ids=[" ".join(x for x in a if x not in API) for a, _ in USAGE]
+)
 def test_usage_errors_are_one_line_and_exit_2(args: list[str], line: str) -> None:
     assert_one_error(cli(*args), 2, line)
 
@@ -212,12 +239,16 @@ def test_unreachable_api_is_exit_1() -> None:
     )
 
 
-def test_bad_api_url_is_a_configuration_error() -> None:
-    assert_one_error(
-        cli("ping", "--api-url", "ftp://example.com/", "--api-key", "k"),
-        1,
-        "error: api_url must be an http:// or https:// URL",
-    )
+@pytest.mark.parametrize(
+    ("url", "line"),
+    [
+        ("ftp://example.com/", "error: api_url must be an http:// or https:// URL"),
+        ("http://[::1", "error: api_url must be an http:// or https:// URL (Invalid IPv6 URL)"),
+    ],
+)
+def test_bad_api_url_is_a_configuration_error(url: str, line: str) -> None:
+    assert_one_error(cli("ping", "--api-url", url, "--api-key", "k"), 1, line)
+    assert_one_error(cli("ping", env={"CALLR_API_URL": url, "CALLR_API_KEY": "k"}), 1, line)
 
 
 @pytest.fixture
