@@ -22,7 +22,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -85,9 +85,11 @@ class Command:
         name = step if isinstance(step, str) else getattr(step, "__name__", None)
         if not isinstance(name, str) or not name.isidentifier():
             raise CommandError(self.name, "then", "a step name or a step function", step)
-        copy = replace(self, step=name)
-        if self.__dict__.get("_checked"):
-            object.__setattr__(copy, "_checked", True)
+        # A field-for-field copy: the parameters are frozen already (no second deep
+        # freeze), and a builder's check mark is kept.
+        copy = object.__new__(Command)
+        copy.__dict__.update(self.__dict__)
+        copy.__dict__["step"] = name
         return copy
 
     @property

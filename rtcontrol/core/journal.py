@@ -12,20 +12,21 @@ top and answering each ``await`` from the journal, so the journal must say, in o
 The journal lives in the call's record, so it is written in the same store round
 trip as the reply that sends its newest command: it is durable exactly when the
 command is. Entries are small frozen dataclasses; their stored form is compact
-JSON arrays (``["c", name, params, result, error, action]``, ``["o", what, value]``,
-``["p", name]``).
+JSON arrays (see ``_entry_json``).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, replace
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .actions import Action
 
-__all__ = ["Entry", "Journal", "Once", "Patch", "Report", "Sent", "same_params"]
+__all__ = ["Entry", "Journal", "Once", "Patch", "Report", "Sent", "digest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +44,13 @@ class Sent:
     """A command sent by the flow (``report`` is None until its callback came)."""
 
     name: str
-    params: dict[str, Any]
+    #: :func:`digest` of the parameters: what a replay must ask for again. The
+    #: parameters themselves are not kept (a prompt's text is most of a command).
+    digest: str
     report: Report | None = None
 
     def describe(self) -> str:
-        return describe(self.name, self.params)
+        return f"{self.name}(...) with parameters of digest {self.digest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,6 @@ class Patch:
 Entry = Sent | Once | Patch
 
 
-@dataclass(slots=True)
 class Journal:
     """One run of a straight-line flow.
 
@@ -76,26 +78,101 @@ class Journal:
     with (``start_call(data=...)``); ``epoch``: a random id of this run (a
     ``call.restart()`` starts another); ``done``: the flow returned, its last
     command is the call's last.
+
+    Entries are stored as one text, a line of compact JSON per entry (JSON escapes
+    newlines, so a line is an entry): the record's JSON carries one string rather than
+    a list of lists, and an entry is decoded only when read. A callback resumed on the
+    worker holding the flow reads only the last one.
     """
 
-    version: str
-    epoch: str
-    data: dict[str, Any] = field(default_factory=dict)
-    entries: list[Entry] = field(default_factory=list)
-    done: bool = False
+    __slots__ = ("_decoded", "_raw", "data", "done", "epoch", "version")
+
+    def __init__(
+        self,
+        version: str,
+        epoch: str,
+        data: dict[str, Any] | None = None,
+        entries: list[Entry] | None = None,
+        done: bool = False,
+        *,
+        raw: list[str] | None = None,
+    ) -> None:
+        self.version = version
+        self.epoch = epoch
+        self.data = data if data is not None else {}
+        self.done = done
+        self._raw: list[str] = raw if raw is not None else []
+        self._decoded: list[Entry | None] = [None] * len(self._raw)
+        for entry in entries or ():
+            self.append(entry)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __getitem__(self, i: int) -> Entry:
+        entry = self._decoded[i]
+        if entry is None:
+            entry = self._decoded[i] = _entry_from_line(self._raw[i])
+        return entry
+
+    @property
+    def entries(self) -> list[Entry]:
+        """Every entry, decoded (a copy: change the journal with :meth:`append`)."""
+        return [self[i] for i in range(len(self._raw))]
+
+    def append(self, entry: Entry) -> None:
+        self._raw.append(_entry_line(entry))
+        self._decoded.append(entry)
+
+    def report_last(self, report: Report) -> Sent:
+        """The waiting command's report came: record it. Returns the entry."""
+        waiting = self.waiting
+        assert waiting is not None
+        entry = Sent(waiting.name, waiting.digest, report)
+        self._raw[-1] = _entry_line(entry)
+        self._decoded[-1] = entry
+        return entry
+
+    def same_line(self, i: int, other: Journal) -> bool:
+        """Entry ``i`` is stored identically in both journals."""
+        return self._raw[i] == other._raw[i]
+
+    def adopt(self, i: int, other: Journal) -> None:
+        """Take ``other``'s decoded entry ``i`` (the same line), saving a decode."""
+        if self._decoded[i] is None:
+            self._decoded[i] = other._decoded[i]
 
     def copy(self) -> Journal:
-        """A copy whose entry list can grow without touching this one."""
-        return replace(self, entries=list(self.entries))
+        """A copy whose entries can change without touching this one."""
+        twin = object.__new__(Journal)
+        twin.version, twin.epoch, twin.data, twin.done = (
+            self.version,
+            self.epoch,
+            self.data,
+            self.done,
+        )
+        twin._raw = list(self._raw)
+        twin._decoded = list(self._decoded)
+        return twin
 
     @property
     def waiting(self) -> Sent | None:
         """The last command, when its report has not come yet."""
-        last = self.entries[-1] if self.entries else None
+        if not self._raw:
+            return None
+        last = self[-1]
         return last if isinstance(last, Sent) and last.report is None else None
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Journal) and self.to_json() == other.to_json()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<Journal v{self.version} {self.epoch} {len(self)} entries>"
+
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"v": self.version, "e": self.epoch, "j": _entries_json(self)}
+        data: dict[str, Any] = {"v": self.version, "e": self.epoch, "j": "\n".join(self._raw)}
         if self.data:
             data["d"] = self.data
         if self.done:
@@ -104,53 +181,82 @@ class Journal:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Journal:
-        return cls(
-            version=str(data["v"]),
-            epoch=str(data["e"]),
-            data=dict(data.get("d") or {}),
-            entries=[_entry_from_json(item) for item in data.get("j") or ()],
-            done=bool(data.get("x")),
-        )
+        journal = object.__new__(cls)
+        journal.version = str(data["v"])
+        journal.epoch = str(data["e"])
+        journal.data = dict(data.get("d") or {})
+        journal.done = bool(data.get("x"))
+        text = data.get("j")
+        journal._raw = str(text).split("\n") if text else []
+        journal._decoded = [None] * len(journal._raw)
+        return journal
 
 
-def _entries_json(journal: Journal) -> list[list[Any]]:
-    out: list[list[Any]] = []
-    for entry in journal.entries:
-        if isinstance(entry, Sent):
-            item: list[Any] = ["c", entry.name, entry.params]
-            report = entry.report
-            if report is not None:
-                item += [report.result, report.error]
-                if report.action is not None:
-                    item.append(report.action.to_json())
-            out.append(item)
-        elif isinstance(entry, Once):
-            out.append(["o", entry.what, entry.value])
-        else:
-            out.append(["p", entry.name])
-    return out
+#: One entry's line: compact JSON (which never holds a raw newline).
+_LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+#: First item of the stored forms of ``Once`` and ``Patch`` (never a command name).
+ONCE, PATCH = "!o", "!p"
+
+
+def _entry_json(entry: Entry) -> list[Any]:
+    """``[name, digest]`` (waiting), ``[name, digest, result]``, ``[name, digest, result,
+    error]``, ``[name, digest, result, error, action]``; ``["!o", what, value]``;
+    ``["!p", name]``."""
+    if isinstance(entry, Sent):
+        report = entry.report
+        if report is None:
+            return [entry.name, entry.digest]
+        if report.action is not None:
+            return [entry.name, entry.digest, report.result, report.error, report.action.to_json()]
+        if report.error:
+            return [entry.name, entry.digest, report.result, report.error]
+        return [entry.name, entry.digest, report.result]
+    if isinstance(entry, Once):
+        return [ONCE, entry.what, entry.value]
+    return [PATCH, entry.name]
+
+
+def _entry_line(entry: Entry) -> str:
+    """One entry's stored line. Commands read as ``name digest`` (waiting) or ``name
+    digest result`` (space-separated: names and digests hold no space, the result takes
+    the rest of the line); anything else, or a result holding a newline, as compact JSON
+    (its line starts with ``[``)."""
+    if isinstance(entry, Sent):
+        report = entry.report
+        if report is None:
+            return f"{entry.name} {entry.digest}"
+        if report.action is None and not report.error and "\n" not in report.result:
+            return f"{entry.name} {entry.digest} {report.result}"
+    return _LINE.encode(_entry_json(entry))
+
+
+def _entry_from_line(line: str) -> Entry:
+    if line.startswith("["):
+        return _entry_from_json(json.loads(line))
+    parts = line.split(" ", 2)
+    if len(parts) == 2:
+        return Sent(parts[0], parts[1])
+    return Sent(parts[0], parts[1], Report(parts[2], ""))
 
 
 def _entry_from_json(item: list[Any]) -> Entry:
     kind = item[0]
-    if kind == "c":
-        report = None
-        if len(item) >= 5:
-            action = Action.from_json(item[5]) if len(item) > 5 else None
-            report = Report(str(item[3]), str(item[4]), action)
-        return Sent(str(item[1]), dict(item[2]), report)
-    if kind == "o":
+    if kind == ONCE:
         return Once(str(item[1]), item[2])
-    return Patch(str(item[1]))
+    if kind == PATCH:
+        return Patch(str(item[1]))
+    report = None
+    if len(item) > 2:
+        action = Action.from_json(item[4]) if len(item) > 4 else None
+        report = Report(str(item[2]), str(item[3]) if len(item) > 3 else "", action)
+    return Sent(str(kind), str(item[1]), report)
 
 
-def _canonical(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Equal as the platform would see them (JSON, key order ignored)."""
-    return a == b or _canonical(a) == _canonical(b)
+def digest(params: Mapping[str, Any]) -> str:
+    """8 hex digits naming ``params``: equal parameters (in the builders' order),
+    equal digests. A replay check, not a signature; stable across processes."""
+    return f"{zlib.crc32(repr(params).encode()):08x}"
 
 
 _NUMBER = re.compile(r"\+?\d{6,}")

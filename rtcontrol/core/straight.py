@@ -37,8 +37,8 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from .. import commands
@@ -64,7 +64,7 @@ from ..results import (
 )
 from ..validate import encode_json
 from .actions import Action, ActionKind
-from .journal import Journal, Once, Patch, Report, Sent, describe, same_params
+from .journal import Journal, Once, Patch, Report, Sent, describe, digest
 
 if TYPE_CHECKING:
     from .call import Call
@@ -140,22 +140,76 @@ class _Discarded(BaseException):
 # --------------------------------------------------------------------------- session
 
 
+class _Suspend:
+    """What a flow awaits to hand a command to its runner: the driver (``_advance``)
+    receives it from ``coro.send()``, and the command's report is what the next
+    ``send()`` brings back."""
+
+    __slots__ = ("command",)
+
+    def __init__(self, command: Command) -> None:
+        self.command = command
+
+    def __await__(self) -> Generator[_Suspend, Report, Report]:
+        report = yield self
+        return report
+
+
+class _Flag:
+    """A set/clear flag that can be awaited; cheaper than ``asyncio.Event`` when nobody
+    waits (the common case: only a hang-up waits for a flow to settle)."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def clear(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+        if self._waiters:
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiters.clear()
+
+    async def wait(self) -> None:
+        if not self._set:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+
+
 class Session:
-    """One coroutine of one call, on this worker."""
+    """One coroutine of one call, on this worker.
+
+    The coroutine runs in no task of its own: the callback that resumes it drives it
+    (``coro.send``) until its next command, so resuming costs no extra trip through
+    the event loop. Futures it awaits in between (I/O, ``once``) are awaited by the
+    driver, as a task would.
+    """
 
     __slots__ = (
         "callid",
+        "coro",
         "discarded",
+        "driver",
         "ending",
+        "failure",
+        "finished",
         "journal",
         "live",
-        "outbox",
         "position",
         "runner",
+        "settled",
         "suspended",
-        "task",
         "touched",
-        "waiting",
     )
 
     def __init__(self, runner: ScriptRunner, callid: int, journal: Journal) -> None:
@@ -165,32 +219,114 @@ class Session:
         #: Index of the next journal entry the flow will reach.
         self.position = 0
         self.live: LiveCall | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.outbox: asyncio.Future[_Signal] | None = None
-        #: Resolved with the report of the command the flow awaits.
-        self.waiting: asyncio.Future[Report] | None = None
+        self.coro: Coroutine[Any, Report, _Signal] | None = None
+        #: A task driving the flow in the background (its callback gave up waiting).
+        self.driver: asyncio.Task[_Signal] | None = None
+        #: The flow waits at a command for its report.
         self.suspended = False
         #: The call ended: an await past the journal raises CallHungUp.
         self.ending = False
         self.discarded = False
+        self.finished = False
+        #: Why the runner must give up (a determinism error, the journal limit).
+        self.failure: FlowError | None = None
+        #: Set while nothing drives the flow (it waits at a command, or it ended).
+        self.settled = _Flag()
         self.touched = time.monotonic()
 
-    def post(self, signal: _Signal) -> None:
-        outbox = self.outbox
-        if outbox is not None and not outbox.done():
-            outbox.set_result(signal)
-
-    def fail(self, error: BaseException) -> None:
-        self.post(_Failed(error))
+    def fail(self, error: FlowError) -> None:
+        if self.failure is None:
+            self.failure = error
 
     def discard(self) -> None:
-        """Drop this copy: its ``finally`` blocks run; it can no longer act on the call."""
+        """Drop this copy: ``_Discarded`` is raised at its await (its ``finally`` blocks
+        run, in the background); it can no longer act on the call."""
         if self.discarded:
             return
         self.discarded = True
-        task = self.task
-        if task is not None and not task.done():
-            task.cancel()
+        if self.suspended and not self.finished and self.coro is not None:
+            _background(_advance(self, throw=_Discarded()))
+
+
+_BACKGROUND: set[asyncio.Task[Any]] = set()
+
+
+def _background(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    task = asyncio.ensure_future(coro)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return task
+
+
+async def _advance(
+    session: Session, send: Report | None = None, throw: BaseException | None = None
+) -> _Signal:
+    """Drive the flow from where it waits until its next command or its end."""
+    coro = session.coro
+    assert coro is not None
+    session.suspended = False
+    session.settled.clear()
+    handed_over = False
+    token = current_live.set(session.callid)
+    try:
+        while True:
+            try:
+                if throw is not None:
+                    error, throw = throw, None
+                    yielded = coro.throw(error)
+                else:
+                    yielded = coro.send(send)  # type: ignore[arg-type]
+            except StopIteration as stop:
+                session.finished = True
+                signal: _Signal = stop.value
+                return signal
+            send = None
+            if isinstance(yielded, _Suspend):
+                session.suspended = True
+                return _Next(yielded.command)
+            if yielded is None:  # a bare yield (asyncio.sleep(0))
+                await asyncio.sleep(0)
+                continue
+            future: asyncio.Future[Any] = yielded
+            future._asyncio_future_blocking = False  # as a Task does
+            try:
+                await _done(future)
+            except asyncio.CancelledError:
+                # The callback gave up (the call ended behind a hold): the flow goes on
+                # in the background, so what it started (a once()) completes.
+                session.driver = _background(_finish_in_background(session, future))
+                handed_over = True
+                raise
+    finally:
+        current_live.reset(token)
+        if not handed_over:
+            session.settled.set()
+
+
+async def _finish_in_background(session: Session, future: asyncio.Future[Any]) -> _Signal:
+    try:
+        await _done(future)
+    except BaseException:
+        session.settled.set()
+        raise
+    return await _advance(session)
+
+
+async def _done(future: asyncio.Future[Any]) -> None:
+    """Wait until ``future`` is done, without taking its result or its exception."""
+    if future.done():
+        return
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake(_: object) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    future.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        future.remove_done_callback(wake)
 
 
 class SessionCache:
@@ -204,6 +340,7 @@ class SessionCache:
         self.size = size
         self.idle = idle
         self._sessions: OrderedDict[int, Session] = OrderedDict()
+        self._next_sweep = 0.0
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -216,10 +353,13 @@ class SessionCache:
 
     def put(self, session: Session) -> None:
         sessions = self._sessions
-        session.touched = time.monotonic()
+        session.touched = now = time.monotonic()
         sessions[session.callid] = session
         sessions.move_to_end(session.callid)
-        stale = session.touched - self.idle
+        if len(sessions) <= self.size and now < self._next_sweep:
+            return
+        self._next_sweep = now + 1.0  # idle copies are looked for once a second at most
+        stale = now - self.idle
         while sessions:
             oldest = next(iter(sessions.values()))
             if len(sessions) <= self.size and oldest.touched > stale:
@@ -368,7 +508,7 @@ class LiveCall:
     @property
     def replaying(self) -> bool:
         """True while the flow re-runs journaled steps (on a worker that did not hold it)."""
-        return self._session.position < len(self._session.journal.entries)
+        return self._session.position < len(self._session.journal)
 
     # --- the 16 commands ----------------------------------------------------------
 
@@ -411,9 +551,9 @@ class LiveCall:
         session = self._live_session()
         what = _name_of(fn)
         i = session.position
-        entries = session.journal.entries
-        if i < len(entries):
-            entry = entries[i]
+        journal = session.journal
+        if i < len(journal):
+            entry = journal[i]
             if not isinstance(entry, Once) or entry.what != what:
                 await self._violation(i, entry, f"once({what})")
             assert isinstance(entry, Once)
@@ -433,7 +573,7 @@ class LiveCall:
         stored = json.loads(text)
         if session.position != i:  # pragma: no cover - two once() at the same time
             raise RuntimeError("call.once() calls of one call must not run concurrently")
-        session.journal.entries.append(Once(what, stored))
+        session.journal.append(Once(what, stored))
         session.position = i + 1
         return stored  # type: ignore[no-any-return]
 
@@ -443,15 +583,15 @@ class LiveCall:
         it (it keeps the old branch). See the README, "Deploying mid-call"."""
         session = self._live_session()
         i = session.position
-        entries = session.journal.entries
-        if i < len(entries):
-            entry = entries[i]
+        journal = session.journal
+        if i < len(journal):
+            entry = journal[i]
             if isinstance(entry, Patch) and entry.name == name:
                 session.position = i + 1
                 return True
             return False
         self._room(i)
-        entries.append(Patch(name))
+        journal.append(Patch(name))
         session.position = i + 1
         return True
 
@@ -498,13 +638,13 @@ class LiveCall:
     async def _send(self, command: Command) -> Report:
         session = self._live_session()
         i = session.position
-        entries = session.journal.entries
-        if i < len(entries):
-            entry = entries[i]
+        journal = session.journal
+        if i < len(journal):
+            entry = journal[i]
             if (
                 not isinstance(entry, Sent)
                 or entry.name != command.name
-                or not same_params(entry.params, command.wire_params())
+                or entry.digest != digest(command.params)
             ):
                 await self._violation(i, entry, describe(command.name, command.wire_params()))
             assert isinstance(entry, Sent)
@@ -516,7 +656,7 @@ class LiveCall:
             if session.ending:
                 raise CallHungUp("the call has ended", callid=self.id)
             self._room(i)
-            entries.append(Sent(command.name, command.wire_params()))
+            journal.append(Sent(command.name, digest(command.params)))
             session.position = i + 1
             report = await self._suspend(command)
         if report.action is not None:
@@ -524,22 +664,13 @@ class LiveCall:
         return report
 
     async def _suspend(self, command: Command | None) -> Report:
-        """Hand ``command`` to the runner (None: it was sent already) and wait for its
-        report, which a later callback brings."""
+        """Hand ``command`` to the runner and wait for its report, which a later
+        callback brings. None: the command was sent already (its report is what the
+        call's end is waiting for)."""
         session = self._session
-        if session.ending:
+        if session.ending or command is None:
             raise CallHungUp("the call has ended", callid=self.id)
-        loop = asyncio.get_running_loop()
-        waiting: asyncio.Future[Report] = loop.create_future()
-        session.waiting = waiting
-        session.suspended = True
-        if command is not None:
-            session.post(_Next(command))
-        try:
-            return await waiting
-        finally:
-            session.suspended = False
-            session.waiting = None
+        return await _Suspend(command)
 
     async def _interrupted(self, command: Command, report: Report) -> None:
         action = report.action
@@ -680,45 +811,85 @@ class ScriptRunner:
             if stored.done:
                 call._journal_next = stored
                 return commands.hangup()
+            held = self.cache.get(req.callid)
+            if held is not None and _holds(held, stored):
+                # The common case: this worker's flow waits at the stored journal's last
+                # command. Its own copy of the journal goes on (the stored one stays as
+                # it was, for a hold written meanwhile).
+                journal = held.journal
+                entry = journal.report_last(
+                    Report(req.command_result, req.command_error, call._action)
+                )
+                assert entry.report is not None
+                signal = await _advance(held, send=entry.report)
+                if not isinstance(signal, _Restart):
+                    return self._reply(call, held, journal, signal)
+                session = held
+                journal = self._restarted(session, journal)
+                return await self._run(call, req, journal)
             journal = stored.copy()
-            waiting = journal.waiting
-            if waiting is None:
+            held = self.cache.get(req.callid)
+            last = len(journal) - 1
+            if (
+                held is not None
+                and last < len(held.journal)
+                and journal.same_line(last, held.journal)
+            ):
+                journal.adopt(last, held.journal)  # decoded already by the flow that sent it
+            if journal.waiting is None:
                 raise FlowError(
                     f"flow {self.name}: call {req.callid} reported a command its journal does "
                     "not wait for"
                 )
-            report = Report(req.command_result, req.command_error, call._action)
-            journal.entries[-1] = replace(waiting, report=report)
+            journal.report_last(Report(req.command_result, req.command_error, call._action))
+        return await self._run(call, req, journal)
+
+    async def _run(self, call: Call, req: RTRequest, journal: Journal) -> Command:
+        """Resume (or catch up) this worker's copy of the flow, or replay it."""
         while True:
-            session = self._resume(req.callid, journal) or self._replay(req, journal)
-            signal = await self._outcome(session)
+            resumed = self._resumable(req.callid, journal)
+            if resumed is not None:
+                session, report_ = resumed
+                signal = await _advance(session, send=report_)
+            else:
+                session = self._replay(req, journal)
+                signal = await _advance(session)
             if isinstance(signal, _Restart):
-                self.cache.drop(req.callid)
-                assert session.live is not None
-                data = _json_copy(session.live.state)
-                journal = Journal(journal.version, secrets.token_hex(4), data)
+                journal = self._restarted(session, journal)
                 continue
             break
+        return self._reply(call, session, journal, signal)
+
+    @staticmethod
+    def _restarted(session: Session, journal: Journal) -> Journal:
+        """``call.restart()``: a new run, starting from the state the flow left."""
+        assert session.live is not None
+        data = _json_copy(session.live.state)
+        return Journal(journal.version, secrets.token_hex(4), data)
+
+    def _reply(self, call: Call, session: Session, journal: Journal, signal: _Signal) -> Command:
+        """The flow's next command (or its end) as this callback's reply."""
         live = session.live
         assert live is not None
         if isinstance(signal, _Failed):
-            self.cache.drop(req.callid)
             raise signal.error
+        if isinstance(signal, _Restart):  # pragma: no cover - handled by the caller
+            raise FlowError("restart outside the runner loop")
         call._journal_next = journal
         call.state.clear()
         call.state.update(live.state)
         call.variables = live.variables
         if isinstance(signal, _Finished):
-            self.cache.drop(req.callid)
             journal.done = True
             return (signal.command or commands.hangup()).then(RUN_STEP)
         self.cache.put(session)
         return signal.command.then(RUN_STEP)
 
-    def _resume(self, callid: int, journal: Journal) -> Session | None:
-        """The suspended coroutine this worker holds, if it is at the journal's pending
-        command or behind it on the same run (it then replays the rest)."""
-        session = self.cache.pop(callid)
+    def _resumable(self, callid: int, journal: Journal) -> tuple[Session, Report] | None:
+        """The suspended coroutine this worker holds and the report to resume it with,
+        if it waits at the journal's last command, or behind it on the same run (it
+        then replays the rest). Any other copy is dropped."""
+        session = self.cache.get(callid)
         if session is None:
             return None
         i = session.position - 1
@@ -726,22 +897,18 @@ class ScriptRunner:
         if (
             session.suspended
             and not session.discarded
-            and session.waiting is not None
+            and not session.finished
             and old.epoch == journal.epoch
-            and 0 <= i < len(journal.entries)
-            and i < len(old.entries)
-            and isinstance(journal.entries[i], Sent)
-            and isinstance(old.entries[i], Sent)
-            and _same_sent(old.entries[i], journal.entries[i])
+            and 0 <= i < len(journal)
+            and i < len(old)
+            and _same_sent(old[i], journal[i])
         ):
-            entry = journal.entries[i]
+            entry = journal[i]
             assert isinstance(entry, Sent)
             assert entry.report is not None
             session.journal = journal
-            session.outbox = asyncio.get_running_loop().create_future()
-            session.waiting.set_result(entry.report)
-            return session
-        session.discard()
+            return session, entry.report
+        self.cache.drop(callid)
         return None
 
     def _replay(self, req: RTRequest, journal: Journal) -> Session:
@@ -753,26 +920,10 @@ class ScriptRunner:
                 "retired=True until their calls end)"
             )
         session = Session(self, req.callid, journal)
-        session.outbox = asyncio.get_running_loop().create_future()
         live = LiveCall(session, req, _json_copy(journal.data))
         session.live = live
-        # The flow runs in a task of its own, outside the callback's context (its
-        # scope, its deadline): it outlives this callback.
-        session.task = asyncio.get_running_loop().create_task(
-            _drive(session, fn), context=contextvars.Context()
-        )
+        session.coro = _body(session, fn)
         return session
-
-    async def _outcome(self, session: Session) -> _Signal:
-        outbox = session.outbox
-        assert outbox is not None
-        try:
-            return await asyncio.shield(outbox)
-        except asyncio.CancelledError:
-            # This callback was given up (the call ended behind a hold): the copy
-            # stays for the hang-up to end.
-            self.cache.put(session)
-            raise
 
     # -- the end of a call -----------------------------------------------------------
 
@@ -784,7 +935,9 @@ class ScriptRunner:
             if session is not None:
                 session.discard()
             return
-        if session is not None and session.journal.epoch != journal.epoch:
+        if session is not None and (
+            session.journal.epoch != journal.epoch or session.discarded or session.finished
+        ):
             session.discard()
             session = None
         if session is None:
@@ -793,17 +946,12 @@ class ScriptRunner:
             except FlowError as exc:
                 flow_log.error("callid=%s: %s", req.callid, exc)
                 return
-        session.ending = True
-        if session.suspended and session.waiting is not None and not session.waiting.done():
-            session.waiting.set_exception(CallHungUp("the call has ended", callid=req.callid))
-        task = session.task
-        if task is None:
-            return
+        session.ending = True  # the flow's next command raises CallHungUp instead
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout=budget)
+            await asyncio.wait_for(_end(session, req.callid), timeout=budget)
         except TimeoutError:
             flow_log.error(
-                "callid=%s: flow %s still running %.0fs after the hang-up: cancelled",
+                "callid=%s: flow %s still running %.0fs after the hang-up: dropped",
                 req.callid,
                 self.name,
                 budget,
@@ -811,41 +959,64 @@ class ScriptRunner:
             session.discard()
 
 
-def _same_sent(a: object, b: object) -> bool:
+async def _end(session: Session, callid: int) -> None:
+    """Drive the ending flow until it has finished, wherever it waits."""
+    while not session.finished:
+        fresh = session.position == 0 and session.driver is None  # a replay not started yet
+        if fresh and session.settled.is_set() and not session.suspended:
+            await _advance(session)
+        elif session.suspended:
+            await _advance(session, throw=CallHungUp("the call has ended", callid=callid))
+        elif session.driver is not None and not session.driver.done():
+            await asyncio.shield(session.driver)
+        elif not session.settled.is_set():
+            await session.settled.wait()
+        else:
+            return  # dropped, or its driver gave up: nothing left to end
+
+
+def _holds(session: Session, stored: Journal) -> bool:
+    """``session`` waits at the last command of ``stored`` (same run, same length)."""
+    own = session.journal
     return (
-        isinstance(a, Sent)
-        and isinstance(b, Sent)
-        and a.name == b.name
-        and same_params(a.params, b.params)
+        session.suspended
+        and not session.discarded
+        and not session.finished
+        and own.epoch == stored.epoch
+        and len(own) == len(stored) == session.position
+        and len(own) > 0
+        and own.same_line(-1, stored)
     )
 
 
-async def _drive(session: Session, fn: ScriptFn) -> None:
+def _same_sent(a: object, b: object) -> bool:
+    return isinstance(a, Sent) and isinstance(b, Sent) and a.name == b.name and a.digest == b.digest
+
+
+async def _body(session: Session, fn: ScriptFn) -> _Signal:
+    """The flow, with its end turned into a signal for the runner."""
     live = session.live
     assert live is not None
-    current_live.set(session.callid)
     try:
         result = await fn(live)
     except _Restarting:
-        session.post(_Restart())
-    except (_Discarded, asyncio.CancelledError):
-        if not session.discarded:  # cancelled from outside while the runner waits
-            session.fail(FlowError(f"flow {session.runner.name} was cancelled"))
-        return
+        return _Restart()
+    except _Discarded:
+        return _Failed(session.failure or FlowError(f"flow {session.runner.name} was dropped"))
     except (Interrupted, CallHungUp):
-        session.post(_Finished(None))  # let escape: the flow ends quietly
+        return _Finished(None)  # let escape: the flow ends quietly
     except Exception as exc:  # the flow's own error: the call gets the fallback
-        session.fail(exc)
-    else:
-        if result is not None and not isinstance(result, Command):
-            session.fail(
-                OutputError(
-                    f"flow {session.runner.name} returned {type(result).__name__}: return "
-                    "None (hang up) or a final command"
-                )
+        return _Failed(exc)
+    if session.failure is not None:  # it swallowed the _Discarded of a broken rule
+        return _Failed(session.failure)
+    if result is not None and not isinstance(result, Command):
+        return _Failed(
+            OutputError(
+                f"flow {session.runner.name} returned {type(result).__name__}: return "
+                "None (hang up) or a final command"
             )
-        else:
-            session.post(_Finished(result))
+        )
+    return _Finished(result)
 
 
 def _json_copy(value: dict[str, Any]) -> dict[str, Any]:
