@@ -349,8 +349,9 @@ async def test_every_callback_on_the_other_worker_gives_the_single_worker_call(
             total = rig.starts[0][t.callid] + rig.starts[1][t.callid]
             if cache == 0:  # from the top on every callback (and for the hang-up)
                 assert answered <= total <= answered + 1, (caller, rig.starts, served)
-            else:  # at most one copy per worker, each catching up from the journal
-                assert total <= 2, (caller, rig.starts)
+            else:  # one copy per worker catching up from the journal (and at most one
+                # more replay, to raise the hang-up at the call's pending await)
+                assert total <= 3, (caller, rig.starts)
         # The worker that did not get a call's HANGUP keeps its copy of the ended call
         # (dropped when idle for RTCONTROL_CALL_TTL, or past RTCONTROL_FLOW_CACHE).
         kept = sum(len(app.registry.sessions) for app in rig.workers)
@@ -435,8 +436,8 @@ async def test_a_hang_up_raises_once_but_every_dropped_copy_runs_its_finally(
 ) -> None:
     """Why the survey saves its results in ``on_hangup`` and not in a ``finally``: with
     callbacks alternating, each worker holds a copy of the call's coroutine. The
-    hang-up raises ``CallHungUp`` in one copy only, but the other copy's ``finally``
-    runs too, when its worker drops it (here: at shutdown)."""
+    hang-up raises ``CallHungUp`` once, but every copy's ``finally`` runs, when its
+    worker drops it (here worker 0's, at shutdown, long after the call ended)."""
     ENDINGS.clear()
     credentials = random_credentials()
     workers = []
@@ -467,14 +468,81 @@ async def test_a_hang_up_raises_once_but_every_dropped_copy_runs_its_finally(
         await asyncio.gather(*(app.settle() for app in workers))
         assert t.executed == ["read", "read", "read"], t.render()
         assert front.workers_of(t.callid) == [0, 1, 0, 1]  # the HANGUP on worker 1
-        assert ENDINGS == {"hung up": 1, "finally": 1}  # worker 1's copy
-        assert [len(app.registry.sessions) for app in workers] == [1, 0]
+        assert ENDINGS["hung up"] == 1
         assert sum(hooks.values()) == 1  # on_hangup: once, on worker 1
         assert hooks[1] == 1
+        ran = ENDINGS["finally"]
+        assert ran >= 1
+        assert len(workers[0].registry.sessions) == 1  # worker 0 still holds its copy
     for app in workers:
         await app.shutdown(timeout=10.0)
-    assert ENDINGS == {"hung up": 1, "finally": 2}  # worker 0 dropped its copy
+    assert ENDINGS["hung up"] == 1  # still once
+    assert ENDINGS["finally"] == ran + 1  # worker 0 dropped its copy: its finally ran
 
 
 async def _count_hangup(hooks: Counter[int], worker: int, call: Any) -> None:
     hooks[worker] += 1
+
+
+#: What the test-only flow below had when the hang-up reached it.
+AT_HANGUP: list[dict[str, Any]] = []
+
+
+async def collect(call: LiveCall) -> None:
+    """A test-only flow: three answers kept in a local list, looked at on the hang-up."""
+    answers: list[str | None] = []
+    try:
+        for n in range(3):
+            prompt = tts(f"Question {n}")
+            answers.append(await call.read(prompt, max_digits=1, attempts=1, timeout_ms=5000))
+    except CallHungUp:
+        AT_HANGUP.append({"answers": list(answers), "position": call.position})
+        raise
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="rtcontrol bug: ScriptRunner.end() raises CallHungUp in a cached copy that is "
+    "behind the journal, at an older await, instead of the call's pending one",
+)
+async def test_a_hang_up_reaches_the_calls_pending_await_on_a_worker_whose_copy_is_behind(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Callbacks alternate: the worker that gets the HANGUP holds a copy of the
+    coroutine one step behind (it answered the callback before the previous one). The
+    hang-up must reach the flow at the call's pending await (the third read), with
+    everything the call did before it, as on one worker; not at the second read."""
+    AT_HANGUP.clear()
+    credentials = random_credentials()
+    workers = []
+    for _ in range(2):
+        app = App(
+            store=RedisStore.from_url(redis_url, prefix=redis_prefix),
+            store_url=redis_url,
+            workers=2,
+            **credentials,
+        )
+        app.call_flow(collect, inbound=True)
+        workers.append(app)
+    front = Alternate(workers)
+    try:
+        async with Emulator(
+            transport=httpx.ASGITransport(front), clock=ScaledClock(SPEED)
+        ) as emulator:
+            app_hash = emulator.create_app(
+                APP_URL,
+                login=credentials["callback_login"],
+                password=credentials["callback_password"],
+            ).hash
+            for app in workers:
+                app.serving = True
+            t = await emulator.place_call(
+                app_hash, Callee(actions=[Press("1"), Press("2"), HangUp(after=1.0)])
+            )
+            await asyncio.gather(*(app.settle() for app in workers))
+    finally:
+        for app in workers:
+            await app.shutdown(timeout=10.0)
+    assert t.executed == ["read", "read", "read"], t.render()
+    assert front.workers_of(t.callid) == [0, 1, 0, 1]
+    assert AT_HANGUP == [{"answers": ["1", "2"], "position": 3}]

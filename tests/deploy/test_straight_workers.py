@@ -190,10 +190,11 @@ async def test_every_callback_on_the_other_worker_behind_nginx(stack: Stack) -> 
             assert set(served) == workers, served
             assert all(a != b for a, b in itertools.pairwise(served)), served
             # Both workers started the flow: the one without the first callback by
-            # replaying the journal. With their caches, each at most once per call.
+            # replaying the journal. With their caches, once per call each (plus at
+            # most one replay to raise the hang-up at the call's pending await).
             started = await starts(stack, t.callid)
             assert set(started) == workers, started
-            assert sorted(started.values()) == [1, 1], (caller, started)
+            assert 2 <= sum(started.values()) <= 3, (caller, started)
 
 
 @pytest.mark.timeout(180)
