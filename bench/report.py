@@ -20,6 +20,15 @@ TARGETS: list[tuple[str, str, str, str, float, str]] = [
     ("ol_fr_errors", "Open loop F-R, 1,000 calls: errors", "0", "le", 0.0, "doc §4 E6"),
     ("mem_kib", "Memory store, KiB per active call (10k calls)", "≤ 2 KiB", "le", 2.0, "issue 6"),
     ("ip_f_b3", "In-process µs per callback F ÷ B3", "≤ 1.3", "le", 1.3, "issue 3"),
+    (
+        "sl_l_s",
+        "Straight-line callback, coroutine held ÷ step flow",
+        "≤ 1.2",
+        "le",
+        1.2,
+        "issue 10",
+    ),
+    ("sl_r20_s", "Straight-line replay of 20 commands ÷ step flow", "≤ 5", "le", 5.0, "issue 10"),
     ("wrk_f_abs", "Throughput F, absolute (1 core)", "≥ 3,000 req/s", "ge", 3000.0, "doc §2.2"),
     ("wrk_fr_abs", "Throughput F-R, absolute (1 core)", "≥ 1,500 req/s", "ge", 1500.0, "doc §2.2"),
 ]
@@ -78,6 +87,8 @@ def values(results: dict[str, Any]) -> dict[str, float | None]:
         "ol_fr_errors": _get(ol, "FR", "errors"),
         "mem_kib": _get(results, "memory", "kib_per_call"),
         "ip_f_b3": _ratio(ip["F"], ip["B3"]),
+        "sl_l_s": _get(results, "straight", "L/S"),
+        "sl_r20_s": _get(results, "straight", "R20/S"),
         "wrk_f_abs": rps["F"],
         "wrk_fr_abs": rps["FR"],
         # informational
@@ -292,6 +303,39 @@ def _memory_section(results: dict[str, Any]) -> str:
     )
 
 
+def _straight_section(results: dict[str, Any]) -> str:
+    st = results.get("straight")
+    if not st:
+        return "_Not run._"
+    names = {
+        "S": "S step flow (`read(...).then(step)`)",
+        "L": "L straight-line, coroutine held (`await call.read(...)`)",
+        "R20": "R20 straight-line, replayed from a 20-command journal",
+    }
+    base = st["S"]["us"]
+    rows = [
+        [
+            names[k],
+            f"{st[k]['us']:.1f}",
+            " / ".join(f"{x:.0f}" for x in st[k]["rounds"]),
+            f"{st[k]['us'] / base:.2f}",
+        ]
+        for k in ("S", "L", "R20")
+    ]
+    mem = st["memory_bytes_per_call"]
+    prm = st["params"]
+    return (
+        _md_table(["kind", "µs per callback (median)", "rounds", "÷ S"], rows)
+        + f"\n\nMemory per live call (tracemalloc, {prm['mem_calls']:,} calls after two "
+        f"callbacks each): step flow {mem['step']:,} B; straight-line {mem['straight']:,} B "
+        "(its record with the journal, plus the suspended coroutine this worker keeps; "
+        "`RTCONTROL_FLOW_CACHE` bounds how many). "
+        f"{prm['calls']} live calls per kind, {prm['rounds']} interleaved rounds, each "
+        "`App.handle_callback` timed alone (no HTTP, memory store). "
+        f"Command: `{st['command']}`."
+    )
+
+
 def _inprocess_section(results: dict[str, Any]) -> str:
     ip = results.get("inprocess")
     if not ip:
@@ -407,6 +451,10 @@ Informational ratios: {info}.{skipped_text}
 ## In-process app-layer cost (no sockets)
 
 {_inprocess_section(results)}
+
+## Straight-line flows against step flows (issue 10)
+
+{_straight_section(results)}
 
 ## Method notes
 

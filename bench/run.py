@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
 
 from bench import apps, inprocess, openloop, payload, report, servers  # noqa: E402
 
-PHASES = ("wrk", "openloop", "memory", "inprocess")
+PHASES = ("wrk", "openloop", "memory", "inprocess", "straight")
 ALL_APPS = ("B0", "B1", "B2", "B3", "F", "FR")
 WRK_APPS = ("B0", "B2", "B3", "F", "FR")
 OPENLOOP_APPS = ("F", "FR", "B3")
@@ -380,6 +380,24 @@ def phase_memory(opts: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def phase_straight(opts: argparse.Namespace) -> dict[str, Any]:
+    args = ["--quick"] if opts.quick else []
+    log("straight: step flow vs straight-line flow vs 20-command replay, through App")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.straight", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"straight phase failed: {proc.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    result["command"] = "python -m bench.straight" + (" --quick" if opts.quick else "")
+    log(f"straight: L/S {result['L/S']}, R20/S {result['R20/S']}")
+    return result
+
+
 def phase_inprocess(opts: argparse.Namespace, app_list: list[str]) -> dict[str, Any]:
     counts = dict.fromkeys(app_list, opts.ip_requests)
     if "FR" in counts:
@@ -573,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["openloop"] = phase_openloop(opts, wanted, tmp)
             if "memory" in phases:
                 results["memory"] = phase_memory(opts)
+            if "straight" in phases:
+                results["straight"] = phase_straight(opts)
             if "inprocess" in phases:
                 wanted = [a for a in INPROCESS_APPS if a in app_list]
                 results["inprocess"] = phase_inprocess(opts, wanted)
