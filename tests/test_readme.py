@@ -67,3 +67,30 @@ def test_the_settings_table_is_generated_from_the_settings() -> None:
     assert table == settings_table()
     for name in Settings.model_fields:  # every setting, none missing
         assert f"`RTCONTROL_{name.upper()}`" in table
+
+
+def test_the_straight_line_ivr_is_apps_menu_straight() -> None:
+    """The README's straight-line IVR is, line for line, the flow in apps/menu_straight.py."""
+    block = python_block("The same IVR, straight-line")
+    source = (README.parent / "apps" / "menu_straight.py").read_text()
+    flow = block.split("\n\n\napp = App()")[0].split("CHOICES", 1)[1]
+    assert flow in source
+
+
+async def test_the_straight_line_ivr_runs_through_the_emulator() -> None:
+    from rtcontrol.emulator import Callee, Press
+    from rtcontrol.testing import EmulatedPlatform, random_credentials
+
+    namespace: dict[str, Any] = {}
+    block = python_block("The same IVR, straight-line").replace(
+        "app = App()", "app = App(**random_credentials())"
+    )
+    namespace["random_credentials"] = random_credentials
+    exec(compile(block, "README.md", "exec"), namespace)
+    agents = namespace["AGENTS"]
+    phonebook = {n: Callee(answer_delay=1.0, hangup_after=2.0) for n in agents.values()}
+    async with EmulatedPlatform(namespace["app"], speed=400.0, phonebook=phonebook) as p:
+        t = await p.call(Callee(actions=[Press("9"), Press("2")]))
+    assert t.executed == ["read", "read", "dialout"]
+    assert t.errors == []
+    assert t.hangup_count == 1
