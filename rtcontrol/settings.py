@@ -90,7 +90,8 @@ class Settings(BaseModel):
     flow_cache: int = Field(default=10_000, ge=0)
     """straight-line calls whose suspended coroutine a worker keeps in memory, so their next
     callback resumes it without replaying the journal. Past it the least recently used is
-    dropped (its next callback replays); 0 replays every callback."""
+    dropped (its next callback replays); so is one left 10 minutes without a callback (its
+    call most likely ended on another worker); 0 replays every callback."""
     workers: int = Field(default=1, ge=1)
     """worker processes sharing this app; more than one with the memory store is refused."""
 

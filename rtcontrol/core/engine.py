@@ -118,7 +118,7 @@ class Engine:
         self.locks = CallLocks(store, self.timing, self.clock, self.spawn)
         self.bindings = Bindings(store, settings, self.clock)
         registry.sessions.size = settings.flow_cache
-        registry.sessions.idle = settings.call_ttl
+        registry.sessions.idle = min(settings.call_ttl, SESSION_IDLE)
         registry.journal_limit = settings.journal_limit
         self.deliveries = Deliveries(self)
         self.hangups = Hangups(self, self.deliveries.cancel)
@@ -948,6 +948,10 @@ def to_action(then: Command | str | Callable[..., Any] | None) -> Action:
         return Action(ActionKind.COMMAND, command=check_command(then))
     return Action(ActionKind.STEP, step=step_name(then))
 
+
+#: Seconds a suspended straight-line coroutine is kept without a callback: past it the
+#: call most likely ended on another worker (its next callback, if any, replays).
+SESSION_IDLE = 600.0
 
 #: How far an echoed id may be ahead of the stored call and still be ours: the store
 #: lost that many writes (Redis restarted from its last fsync, one second of writes).

@@ -935,6 +935,23 @@ class ScriptRunner:
             if session is not None:
                 session.discard()
             return
+        catch_up: Report | None = None
+        if session is not None and session.suspended and session.position < len(journal):
+            # This copy is behind (the call moved on on another worker): it replays the
+            # rest of the journal first, so the hang-up reaches the call's pending await.
+            i = session.position - 1
+            entry = journal[i] if i >= 0 else None
+            if (
+                isinstance(entry, Sent)
+                and entry.report is not None
+                and _same_sent(session.journal[i], entry)
+                and session.journal.epoch == journal.epoch
+            ):
+                session.journal = journal
+                catch_up = entry.report
+            else:
+                session.discard()
+                session = None
         if session is not None and (
             session.journal.epoch != journal.epoch or session.discarded or session.finished
         ):
@@ -948,7 +965,7 @@ class ScriptRunner:
                 return
         session.ending = True  # the flow's next command raises CallHungUp instead
         try:
-            await asyncio.wait_for(_end(session, req.callid), timeout=budget)
+            await asyncio.wait_for(_end(session, req.callid, catch_up), timeout=budget)
         except TimeoutError:
             flow_log.error(
                 "callid=%s: flow %s still running %.0fs after the hang-up: dropped",
@@ -959,8 +976,10 @@ class ScriptRunner:
             session.discard()
 
 
-async def _end(session: Session, callid: int) -> None:
+async def _end(session: Session, callid: int, catch_up: Report | None) -> None:
     """Drive the ending flow until it has finished, wherever it waits."""
+    if catch_up is not None:
+        await _advance(session, send=catch_up)
     while not session.finished:
         fresh = session.position == 0 and session.driver is None  # a replay not started yet
         if fresh and session.settled.is_set() and not session.suspended:

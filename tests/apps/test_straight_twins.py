@@ -500,11 +500,6 @@ async def collect(call: LiveCall) -> None:
         raise
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rtcontrol bug: ScriptRunner.end() raises CallHungUp in a cached copy that is "
-    "behind the journal, at an older await, instead of the call's pending one",
-)
 async def test_a_hang_up_reaches_the_calls_pending_await_on_a_worker_whose_copy_is_behind(
     redis_url: str, redis_prefix: str
 ) -> None:
