@@ -771,3 +771,32 @@ def test_numbers_are_masked_in_what_goes_to_logs() -> None:
     assert "+33612345678" not in text
     assert "+33" in text
     assert "78" in text
+
+
+async def test_both_styles_in_one_app_routed_by_app_hash(make_app: Callable[..., App]) -> None:
+    from rtcontrol import Call, read
+
+    app = make_app()
+
+    @app.on_inbound("4346423A")
+    async def step_style(call: Call) -> Command:
+        return read(tts("step style"), max_digits=1).then(done)
+
+    @app.step
+    async def done(call: Call) -> Command:
+        return hangup()
+
+    @app.inbound_call("APPB0002")
+    async def straight_style(call: LiveCall) -> None:
+        await call.play(tts("straight style"))
+
+    r_a = await app.handle_callback(first(CALL))
+    assert media(r_a) == "step style"
+    assert step_of(r_a) == "done"
+    from .kit import request
+
+    r_b = await app.handle_callback(
+        request(CALL + 1, app="APPB0002", call_status="INCOMING_CALL", variables={})
+    )
+    assert media(r_b) == "straight style"
+    assert step_of(r_b) == "run"
