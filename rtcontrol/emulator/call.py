@@ -8,8 +8,10 @@ Invariants (spec §5-§7), each tested:
 * ``command_id`` and ``variables`` are echoed exactly as received;
 * a reply is never accepted silently: malformed or invalid ones are handled per settings;
 * an external hang-up or break can land at any time; a hang-up that lands while the app
-  is being asked is applied once its reply arrives (the POST cannot be recalled), and the
-  HANGUP POST then repeats the last report (the replied command never runs);
+  is being asked is applied once its reply arrives (the POST cannot be recalled): the
+  replied command never runs, the HANGUP POST carries the variables of that reply when it
+  is valid (``variables`` are always those of the last valid reply) and repeats the last
+  report;
 * any command is breakable while it runs (UNKNOWN for the near-instant ones, which in
   practice finish before a break can land); a break is never queued.
 """
@@ -193,10 +195,12 @@ class EmulatedCall:
             if isinstance(verdict, Failure):
                 await self._final(replace(report, result="", error=verdict.token), "webhook")
                 return
+            # The reply is valid: its variables are the call's from now on, even when a
+            # hang-up landed while it was in flight (the HANGUP POST echoes the last reply).
+            self._variables = verdict.variables
             if reason := self._pending_end():
                 await self._final(report, reason)
                 return
-            self._variables = verdict.variables
             if isinstance(verdict, Refused):
                 report = _Report(verdict.name, verdict.command_id, "", verdict.error)
                 if self._settings.on_invalid_command == "hangup":
