@@ -2,7 +2,9 @@
 
 Its status for ``calls.get_status_1`` moves through the phases of the
 ``broadcast_status`` table: pending -> ringing -> up -> done, or a failure phase
-(noanswer, busy, congestion, rejected, cancel).
+(noanswer, busy, congestion, rejected, cancel). ``broadcast_status_answered`` picks the
+vocabulary of the answered phases: a dial status (ANSWER throughout) or the real-time
+call_status (UP while playing, HANGUP after).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from .runtime import CommandContext, EndCall, Services
 from .transcript import Event, EventKind, Transcript
 
 __all__ = ["Broadcast"]
+
+#: Phase -> ``broadcast_status`` key when ``broadcast_status_answered`` is ``call_status``.
+_CALL_STATUS_PHASE = {"up": "playing", "done": "ended"}
 
 
 class Broadcast:
@@ -57,7 +62,11 @@ class Broadcast:
     @property
     def status(self) -> str:
         """The ``calls.get_status_1`` value for the current phase."""
-        return self._services.settings.broadcast_status.get(self.phase, self.phase.upper())
+        settings = self._services.settings
+        phase = self.phase
+        if settings.broadcast_status_answered == "call_status":
+            phase = _CALL_STATUS_PHASE.get(phase, phase)
+        return settings.broadcast_status.get(phase, phase.upper())
 
     @property
     def ended(self) -> bool:

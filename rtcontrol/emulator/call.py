@@ -11,7 +11,9 @@ Invariants (spec §5-§7), each tested:
   is being asked is applied once its reply arrives (the POST cannot be recalled): the
   replied command never runs, the HANGUP POST carries the variables of that reply when it
   is valid (``variables`` are always those of the last valid reply) and repeats the last
-  report;
+  report unless ``hangup_repeats_report`` is off;
+* a call cancelled while ringing sends nothing, or one HANGUP POST when
+  ``post_cancelled_outbound`` is on;
 * any command is breakable while it runs (UNKNOWN for the near-instant ones, which in
   practice finish before a break can land); a break is never queued.
 """
@@ -193,13 +195,13 @@ class EmulatedCall:
         while True:
             verdict = await self._webhook.ask(self._request(report, status), self._variables)
             if isinstance(verdict, Failure):
-                await self._final(replace(report, result="", error=verdict.token), "webhook")
+                await self._final(self._repeat(report, verdict.token), "webhook")
                 return
             # The reply is valid: its variables are the call's from now on, even when a
             # hang-up landed while it was in flight (the HANGUP POST echoes the last reply).
             self._variables = verdict.variables
             if reason := self._pending_end():
-                await self._final(report, reason)
+                await self._final(self._repeat(report), reason)
                 return
             if isinstance(verdict, Refused):
                 report = _Report(verdict.name, verdict.command_id, "", verdict.error)
@@ -250,6 +252,9 @@ class EmulatedCall:
             pass
         else:
             self._log("platform", "cancelled while ringing")
+            if self._settings.post_cancelled_outbound:
+                self._ending = True
+                await self._webhook.tell(self._request(_Report(), "HANGUP"))
             self._end("cancel")
             return False
         finally:
@@ -332,6 +337,17 @@ class EmulatedCall:
             "cdr_field": self._cdr_field,
             "variables": self._variables,
         }
+
+    def _repeat(self, report: _Report, error: str | None = None) -> _Report:
+        """The report of a HANGUP POST that has no new command outcome to tell.
+
+        ``hangup_repeats_report`` (UNKNOWN, spec §6.4): repeat the previous POST's command
+        and command_id (its result replaced by a webhook failure's ``error``), or report
+        nothing (command ``""``, command_id 0; ``error`` kept).
+        """
+        if not self._settings.hangup_repeats_report:
+            return _Report(error=error or "")
+        return report if error is None else replace(report, result="", error=error)
 
     async def _final(self, report: _Report, reason: str) -> None:
         self._ending = True

@@ -55,12 +55,15 @@ DIALOUT_STATUS: dict[str, str] = {
 }
 
 #: The ``calls.get_status_1`` vocabulary (§3.5, UNKNOWN), keyed by broadcast phase:
-#: pending/dialing before the answer, then a dial status.
+#: pending/dialing before the answer, then a dial status. ``playing`` and ``ended`` replace
+#: ``up`` and ``done`` when ``broadcast_status_answered`` is ``"call_status"``.
 BROADCAST_STATUS: dict[str, str] = {
     "pending": "PENDING",
     "ringing": "DIALING",
     "up": "ANSWER",
     "done": "ANSWER",
+    "playing": "UP",
+    "ended": "HANGUP",
     "noanswer": "NOANSWER",
     "busy": "BUSY",
     "congestion": "CONGESTION",
@@ -147,6 +150,21 @@ class EmulatorSettings(BaseModel):
     unanswered_status: dict[str, str] = Field(
         default_factory=lambda: dict(UNANSWERED_STATUS),
         description="Callee behaviour -> call_status of the unanswered POST (§6.3).",
+    )
+    post_cancelled_outbound: bool = Field(
+        False,
+        description=_doc("""UNKNOWN (§6.3, §6.4): an outbound call hung up (calls.hangup)
+        while it still rings sends no POST; True sends one POST with call_status HANGUP,
+        command '' and command_id 0, and nothing after it."""),
+    )
+    hangup_repeats_report: bool = Field(
+        True,
+        description=_doc("""UNKNOWN (§6.4, §5.4): a HANGUP POST with no new command outcome
+        (a hang-up that lands while the app is being asked, a webhook failure) repeats the
+        previous POST's command and command_id, and its command_result unless a failure
+        token replaces it; False sends command '', command_id 0 and command_result '' (a
+        failure's command_error is kept). variables are those of the last valid reply
+        either way."""),
     )
     hangup_ended_call: bool = Field(
         False, description="UNKNOWN (§3.3): calls.hangup result for a call that already ended."
@@ -235,6 +253,14 @@ class EmulatorSettings(BaseModel):
     broadcast_status: dict[str, str] = Field(
         default_factory=lambda: dict(BROADCAST_STATUS),
         description="UNKNOWN (§3.5): calls.get_status_1 value per broadcast phase.",
+    )
+    broadcast_status_answered: Literal["dial_status", "call_status"] = Field(
+        "dial_status",
+        description=_doc("""UNKNOWN (§3.5): calls.get_status_1 of an answered broadcast.
+        'dial_status': the dial status ANSWER while the messages play and after the call
+        ended (table keys up, done); 'call_status': the real-time call_status UP while they
+        play, HANGUP after (table keys playing, ended). Before the answer and for unanswered
+        broadcasts both give the same values."""),
     )
     broadcast_max_loop: int = Field(10, ge=1, description="UNKNOWN range of options.loop.")
     seed: int | None = Field(None, description="Seed of the hash generator (reproducible runs).")
