@@ -1,7 +1,8 @@
 """Running things over real HTTP on loopback: the emulator's JSON-RPC server, or a test app.
 
 :class:`LocalServer` runs uvicorn inside the current event loop on a port it binds first
-(``port=0`` picks a free one, so tests never collide), and stops it on exit.
+(``port=0`` picks a free one, so tests never collide), and stops it on exit. A bind
+that fails (port in use, unknown host) raises its ``OSError`` with the socket closed.
 :func:`serve` is what a CLI calls to run the emulator until interrupted.
 """
 
@@ -64,9 +65,13 @@ class LocalServer:
         # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are
         # TCP, and without it every small reply waits ~40 ms for a delayed ACK.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            self.port = sock.getsockname()[1]
+        except BaseException:  # OSError (port in use, unknown host) and anything else
+            sock.close()
+            raise
         config = uvicorn.Config(
             self.app,
             log_level=self._log_level,
