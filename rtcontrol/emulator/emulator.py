@@ -18,7 +18,7 @@ import asyncio
 import copy
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from starlette.types import ASGIApp
@@ -37,17 +37,45 @@ from .apps import (
     format_datetime,
 )
 from .broadcast import Broadcast
+from .bus import EventBus
 from .call import EmulatedCall
 from .callee import Callee
 from .clock import Clock, ScaledClock
+from .feed import CallFeed
+from .live import LiveCallee, install
 from .rooms import Rooms
 from .runtime import Leg
 from .settings import EmulatorSettings
-from .transcript import Transcript
+from .transcript import Event, Transcript
 
 __all__ = ["Emulator"]
 
 _INTERNAL_ERROR = "Oops, Internal Error. ¯\\_(ツ)_/¯"
+
+install()  # read and record of live callees (the softphone) take their input live
+
+#: How a ringing softphone call ends its ringing.
+Decision = Literal["answer", "busy", "rejected", "noanswer", "cancel", "shutdown"]
+
+
+@dataclasses.dataclass
+class Ringing:
+    """An outbound call ringing a live phone (the softphone), before anyone answers.
+
+    Its callid and request hash are reserved; the :class:`EmulatedCall` is made when the
+    ringing ends (answered, declined, unanswered after the timeout, or cancelled).
+    """
+
+    callid: int
+    request_hash: str
+    app: App
+    number: str
+    cli_number: str
+    cdr_field: str
+    timeout: float
+    started: float
+    decision: asyncio.Future[Decision]
+    launched: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
 class Emulator:
@@ -88,6 +116,14 @@ class Emulator:
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._rpc_app: ASGIApp | None = None
+        self._service_app: ASGIApp | None = None
+        #: Every call's events, live (the control API streams it).
+        self.bus = EventBus()
+        #: Numbers whose outbound calls ring a live phone (the softphone) and wait for a
+        #: person to answer (``live_default``: every number not in the phonebook).
+        self.live_numbers: set[str] = set()
+        self.live_default = False
+        self.ringing: dict[int, Ringing] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> Emulator:
@@ -98,6 +134,9 @@ class Emulator:
 
     async def aclose(self) -> None:
         """Hang up every live call (each still gets its HANGUP POST), then close."""
+        for ring in list(self.ringing.values()):
+            if not ring.decision.done():
+                ring.decision.set_result("shutdown")
         for call in list(self._calls.values()):
             if not call.ended:
                 call.request_hangup("shutdown")
@@ -132,6 +171,15 @@ class Emulator:
             self._rpc_app = build_rpc_app(self)
         return self._rpc_app
 
+    @property
+    def service_app(self) -> ASGIApp:
+        """JSON-RPC, the control API (``/control/v1/``) and the dev page (``/``), in one."""
+        if self._service_app is None:
+            from .control import build_service_app
+
+            self._service_app = build_service_app(self)
+        return self._service_app
+
     # --- services for commands ---------------------------------------------------------------
     def lookup(self, number: str) -> Callee:
         return self.phonebook.get(number, self.default_callee)
@@ -141,6 +189,8 @@ class Emulator:
         return callid
 
     def hangup_callid(self, callid: int, *, reason: str) -> bool | None:
+        if callid in self.ringing:
+            return self._cancel_ringing(callid)
         call = self._calls.get(callid)
         if call is not None:
             return call.request_hangup(reason)
@@ -151,9 +201,118 @@ class Emulator:
 
     def _launch(self, call: EmulatedCall | Broadcast) -> None:
         self._calls[call.callid] = call
+        line = None
+        if isinstance(call, EmulatedCall) and isinstance(call.callee, LiveCallee):
+            line = call.callee.line
+        CallFeed(self.bus, call.transcript, reply_timeout=self.settings.reply_timeout, line=line)
+        self.bus.publish("call.started", call.callid, 0.0, self.call_info(call.callid))
         task = asyncio.get_running_loop().create_task(call.run(), name=f"call {call.callid}")
+        self._spawned(task)
+        task.add_done_callback(lambda _: self._ended(call))
+
+    def _spawned(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _ended(self, call: EmulatedCall | Broadcast) -> None:
+        t = call.transcript
+        self.bus.publish(
+            "call.ended",
+            call.callid,
+            t.duration,
+            {
+                "ended_by": t.ended_by,
+                "duration": t.duration,
+                "posts": len(t.requests),
+                "hangup_count": t.hangup_count,
+                "errors": t.errors,
+                "final_status": t.final_status,
+            },
+        )
+
+    # --- the softphone: live callees --------------------------------------------------------
+    def is_live(self, number: str) -> bool:
+        """Whether an outbound call to ``number`` rings the softphone."""
+        return number in self.live_numbers or (self.live_default and number not in self.phonebook)
+
+    def answer(self, callid: int, how: Decision = "answer") -> bool:
+        """End the ringing of a softphone call: ``answer``, ``busy`` or ``rejected``.
+
+        False when the call is not ringing (any more).
+        """
+        ring = self.ringing.get(callid)
+        if ring is None or ring.decision.done():
+            return False
+        ring.decision.set_result(how)
+        return True
+
+    def _cancel_ringing(self, callid: int) -> bool:
+        return self.answer(callid, "cancel")
+
+    def _dial_live(self, app: App, number: str, opts: Mapping[str, Any], timeout: float) -> str:
+        request_hash = self._hashes()
+        ring = Ringing(
+            callid=self.next_callid(),
+            request_hash=request_hash,
+            app=app,
+            number=number,
+            cli_number="" if opts["cli"] == "BLOCKED" else opts["cli"],
+            cdr_field=opts["cdr_field"],
+            timeout=timeout,
+            started=self.clock.now(),
+            decision=asyncio.get_running_loop().create_future(),
+        )
+        self.ringing[ring.callid] = ring
+        self.bus.publish("call.ringing", ring.callid, 0.0, self.call_info(ring.callid))
+        self._spawned(asyncio.get_running_loop().create_task(self._ring_live(ring)))
+        return request_hash
+
+    async def _ring_live(self, ring: Ringing) -> None:
+        wait = self.clock.real_seconds(ring.timeout)
+        try:
+            decision = await asyncio.wait_for(asyncio.shield(ring.decision), wait)
+        except TimeoutError:
+            decision = "noanswer"
+        if decision == "shutdown":
+            self.ringing.pop(ring.callid, None)
+            ring.launched.set()
+            self.bus.publish("call.ended", ring.callid, 0.0, {"ended_by": "shutdown"})
+            return
+        callee: Callee
+        timeout = ring.timeout
+        if decision == "answer":
+            callee = LiveCallee()
+        elif decision == "cancel":
+            callee = Callee(answer_delay=timeout)  # rings on, until the cancel lands
+        elif decision == "noanswer":
+            callee, timeout = Callee(answer="noanswer"), 0.0  # it already rang that long
+        else:
+            callee = Callee(answer=decision, answer_delay=0.0)
+        call = EmulatedCall(
+            self,
+            self.client,
+            app=ring.app,
+            callid=ring.callid,
+            direction="outbound",
+            callee=callee,
+            number=ring.number,
+            cli_number=ring.cli_number,
+            cdr_field=ring.cdr_field,
+            request_hash=ring.request_hash,
+            ring_timeout=timeout,
+        )
+        rang = self.clock.now() - ring.started
+        self._requests[ring.request_hash] = call
+        self.ringing.pop(ring.callid, None)
+        self._launch(call)  # the call runs from the next turn of the loop: note first
+        call.transcript.add(
+            Event(0.0, "platform", f"the softphone rang for {rang:.1f}s: {decision}")
+        )
+        ring.launched.set()
+        if decision == "cancel":
+            # The hang-up must land while the call rings: once it logged its dialing.
+            await call.wait_until(lambda t: len(t.events) > 1)
+            call.request_hangup("api")
 
     # --- apps.* --------------------------------------------------------------------------------
     def _app(self, app_hash: Any) -> App:
@@ -224,6 +383,8 @@ class Emulator:
         live = self._live_app(app)
         checked = check_target(target)
         opts = check_options(options, ("cdr_field", "cli"))
+        if self.is_live(checked.number):
+            return self._dial_live(live, checked.number, opts, float(checked.timeout))
         request_hash = self._hashes()
         call = EmulatedCall(
             self,
@@ -294,8 +455,10 @@ class Emulator:
         )
         return await call.wait()
 
-    def _known(self, callid: Any) -> EmulatedCall | Broadcast | Leg:
+    def _known(self, callid: Any) -> EmulatedCall | Broadcast | Leg | Ringing:
         checked = check_callid(callid)
+        if checked in self.ringing:
+            return self.ringing[checked]
         found = self._calls.get(checked) or self.legs.get(checked)
         if found is None:
             raise RPCFault("PROPERTY_VALUE_ERROR", "callid")
@@ -305,7 +468,7 @@ class Emulator:
         """``calls.realtime_break``: stop the running command of a real-time call."""
         found = self._known(callid)
         _check_reserved(options)
-        if isinstance(found, Leg):
+        if isinstance(found, Leg | Ringing):
             return self.settings.break_when_idle
         return found.request_break()
 
@@ -313,6 +476,8 @@ class Emulator:
         """``calls.hangup``: ``False`` (by default) for a call that already ended."""
         found = self._known(callid)
         _check_reserved(options)
+        if isinstance(found, Ringing):
+            return self._cancel_ringing(found.callid) or self.settings.hangup_ended_call
         if isinstance(found, Leg):
             return found.hang_up() or self.settings.hangup_ended_call
         return found.request_hangup("api")
@@ -371,6 +536,9 @@ class Emulator:
 
     async def wait_request(self, request_hash: str) -> Transcript:
         """Wait for the call or broadcast of a request hash to end."""
+        for ring in list(self.ringing.values()):
+            if ring.request_hash == request_hash:
+                await ring.launched.wait()
         found = self._requests.get(request_hash)
         if found is None:
             raise KeyError(request_hash)
@@ -379,6 +547,50 @@ class Emulator:
     @property
     def calls(self) -> list[EmulatedCall]:
         return [c for c in self._calls.values() if isinstance(c, EmulatedCall)]
+
+    def call_info(self, callid: int) -> dict[str, Any]:
+        """What the control API says of a call (``KeyError`` if unknown)."""
+        ring = self.ringing.get(callid)
+        if ring is not None:
+            return {
+                "callid": callid,
+                "direction": "outbound",
+                "state": "ringing",
+                "app": ring.app.hash,
+                "from": ring.cli_number,
+                "to": ring.number,
+                "request_hash": ring.request_hash,
+                "live": True,
+                "running": None,
+                "ended_by": "",
+                "duration": self.clock.now() - ring.started,
+            }
+        found = self._calls[callid]
+        t = found.transcript
+        running = found.running if isinstance(found, EmulatedCall) else None
+        live = isinstance(found, EmulatedCall) and isinstance(found.callee, LiveCallee)
+        way = t.direction
+        return {
+            "callid": callid,
+            "direction": way,
+            "state": "ended" if found.ended else "up",
+            "app": t.app,
+            "from": t.cli_number,
+            "to": t.number,
+            "request_hash": t.request_hash,
+            "live": live,
+            "running": running,
+            "ended_by": t.ended_by,
+            "duration": t.duration if found.ended else self.clock.now() - found.start,
+        }
+
+    def call_ids(self) -> list[int]:
+        """Every call, broadcast and ringing softphone call, in callid order."""
+        return sorted({*self._calls, *self.ringing})
+
+    def find(self, callid: int) -> EmulatedCall | Broadcast:
+        """The call or broadcast with this callid (``KeyError`` if unknown or ringing)."""
+        return self._calls[callid]
 
     @property
     def transcripts(self) -> list[Transcript]:

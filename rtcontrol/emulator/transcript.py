@@ -9,13 +9,14 @@ decision is an :class:`Event` stamped with the call's virtual time. The properti
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["Event", "EventKind", "Transcript"]
+__all__ = ["Event", "EventKind", "Listener", "Transcript"]
 
 EventKind = Literal["request", "reply", "callee", "platform", "error"]
 
@@ -51,6 +52,14 @@ class Event:
     status: int | None = None
     latency: float | None = None
     ignored: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as JSON-ready data (what the control API returns)."""
+        return asdict(self)
+
+
+#: Called with each event as it is added (the control API's live stream hooks in here).
+Listener = Callable[["Transcript", Event], None]
 
 
 def _short(value: Any, limit: int = 90) -> str:
@@ -100,9 +109,32 @@ class Transcript:
     ended_by: str = ""
     #: Virtual seconds from the call's start to its end.
     duration: float = 0.0
+    #: Called with each new event, in order, right after it is recorded.
+    listeners: list[Listener] = field(default_factory=list, repr=False, compare=False)
 
     def add(self, event: Event) -> None:
         self.events.append(event)
+        for listener in list(self.listeners):
+            listener(self, event)
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole record as JSON-ready data, with its plain-text rendering."""
+        return {
+            "callid": self.callid,
+            "app": self.app,
+            "direction": self.direction,
+            "number": self.number,
+            "cli_number": self.cli_number,
+            "request_hash": self.request_hash,
+            "ended_by": self.ended_by,
+            "duration": self.duration,
+            "hangup_count": self.hangup_count,
+            "commands": self.commands,
+            "executed": self.executed,
+            "errors": self.errors,
+            "events": [e.to_json() for e in self.events],
+            "text": self.render(),
+        }
 
     @property
     def ended(self) -> bool:
