@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
-import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -71,10 +71,12 @@ RPC_HOST = "http://callr.test"
 #: when ``settings`` is not given): at the default speed (50) it is 12 real seconds, well
 #: inside a pytest timeout. A call that reaches it ends with ``ended_by == "max_duration"``.
 MAX_CALL_SECONDS = 600.0
-#: Per App, the first call id its next platform may use: an App used by several
-#: platforms in turn (a module-level ``app``) remembers the calls it saw, so a new
-#: emulator must not give a new call an old call's id.
-_NEXT_CALLID: weakref.WeakKeyDictionary[App, int] = weakref.WeakKeyDictionary()
+#: Call ids each platform may use: the nth platform of a process starts at
+#: ``first_callid + n * CALLIDS_PER_PLATFORM``. An App used by several platforms in turn
+#: (a module-level ``app``) remembers the calls it saw, and handler errors are logged by
+#: call id: no two platforms may give a call the same id.
+CALLIDS_PER_PLATFORM = 100_000
+_PLATFORMS = itertools.count()
 
 
 class EmulatedPlatform:
@@ -132,6 +134,15 @@ class EmulatedPlatform:
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> EmulatedPlatform:
+        try:
+            await self._open()
+        except BaseException:
+            await self._close()
+            raise
+        return self
+
+    async def _open(self) -> None:
+        from ..adapters.endpoint import auth_for
         from ..rpc import CallrClient
         from . import random_credentials
 
@@ -139,12 +150,14 @@ class EmulatedPlatform:
         s = app.settings
         if not (s.callback_login or s.callback_password or s.allow_no_auth):
             app.settings = s.model_copy(update=random_credentials())
+        auth_for(app)  # half-configured credentials: the ConfigurationError production raises
         login = app.settings.callback_login or ""
         password = app.settings.callback_password or ""
         clock = ScaledClock(self._speed)
         settings = self._settings
-        if settings.first_callid < _NEXT_CALLID.get(app, 0):
-            settings = settings.model_copy(update={"first_callid": _NEXT_CALLID[app]})
+        if "first_callid" not in settings.model_fields_set:  # unless the test chose
+            shift = next(_PLATFORMS) % 10_000 * CALLIDS_PER_PLATFORM
+            settings = settings.model_copy(update={"first_callid": settings.first_callid + shift})
         kwargs: dict[str, Any] = {
             "clock": clock,
             "phonebook": self._phonebook,
@@ -177,7 +190,6 @@ class EmulatedPlatform:
         self.app_hash = emu.create_app(app_url, login=login, password=password).hash
         if not app.settings.app_hash:  # so start_call works without passing app_hash
             app.settings = app.settings.model_copy(update={"app_hash": self.app_hash})
-        return self
 
     async def __aexit__(
         self,
@@ -185,9 +197,18 @@ class EmulatedPlatform:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        await self._close()
+        failures = self._watch.take()
+        if not (self.strict and failures):
+            return
+        error = HandlerFailed(failures)
+        if exc is None:
+            raise error
+        exc.add_note(f"\nAlso, when the platform closed:\n{error}")
+
+    async def _close(self) -> None:
         try:
             if self._emulator is not None:
-                _NEXT_CALLID[self.app] = self._emulator.next_callid()
                 await self._emulator.aclose()
             # Lifespan shutdown closes the app's client and store.
             await asyncio.gather(*(server.stop() for server in self._servers))
@@ -199,13 +220,6 @@ class EmulatedPlatform:
             if self._unsubscribe is not None:
                 self._unsubscribe()
                 self._unsubscribe = None
-        failures = self._watch.take()
-        if not (self.strict and failures):
-            return
-        error = HandlerFailed(failures)
-        if exc is None:
-            raise error
-        exc.add_note(f"\nAlso, when the platform closed:\n{error}")
 
     # --- strict mode -------------------------------------------------------------------------
     def _owns(self, callid: int) -> bool:
