@@ -63,6 +63,31 @@ _GRACE = 0.05
 _MEDIA_TYPE = "application/json-rpc; charset=utf-8"
 
 
+def _check_api_url(url: str) -> None:
+    """Refuse an unusable ``api_url`` (``CALLR_API_URL``) with one line naming the setting.
+
+    ``urlsplit`` raises ``ValueError`` on some malformed URLs (``http://[::1``, a port out
+    of range): that becomes the same ConfigurationError, with urlsplit's reason (which
+    quotes at most the port, never the user or password part).
+    """
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - validates the port (ValueError when out of range)
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"api_url must be an http:// or https:// URL ({_one_line(exc)})"
+        ) from None
+    if not ok:
+        raise ConfigurationError("api_url must be an http:// or https:// URL")
+    if parts.username or parts.password:
+        raise ConfigurationError("api_url must not hold credentials: use api_key or login")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class CallrClient:
     """The CALLR JSON-RPC API over one pooled ``httpx.AsyncClient``; close it when done."""
 
@@ -81,11 +106,7 @@ class CallrClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.api_url = api_url or self.DEFAULT_URL
-        parts = urlsplit(self.api_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigurationError("api_url must be an http:// or https:// URL")
-        if parts.username or parts.password:
-            raise ConfigurationError("api_url must not hold credentials: use api_key or login")
+        _check_api_url(self.api_url)
         if api_key and (login or password):
             raise ConfigurationError("give api_key or login/password, not both")
         if api_key:

@@ -34,6 +34,7 @@ __all__ = [
     "BroadcastOptions",
     "RealtimeAppParams",
     "RealtimeOptions",
+    "allowed_phrase",
     "command_error",
 ]
 
@@ -45,13 +46,45 @@ _CDR_FIELD = re.compile(r"[A-Za-z0-9]{0,32}")
 LOOP_MAX = 10
 
 
+#: Whole pydantic messages that do not read after "must be", reworded.
+_REWORDED = {
+    "Field required": "given (it is required)",
+    "Extra inputs are not permitted": "left out (not a known field)",
+}
+#: "<Kind> should have ..." / "<Kind> should match ..." -> "a <kind> with ..." / "matching".
+_SHOULD = re.compile(r"(?P<kind>[A-Z][a-z]*) should (?P<verb>have|match) (?P<rest>.*)", re.S)
+
+
+def allowed_phrase(message: str) -> str:
+    """A validation message reworded to follow ``CommandError``'s "must be".
+
+    ``CommandError`` says "parameter X must be <allowed>"; validators and pydantic state
+    full reasons ("must be an E.164 number", "Input should be a valid integer", "Field
+    required"), so the reason is stripped of what repeats the prefix and reworded where
+    it would not read: never "must be must be", never "must be Field required".
+    """
+    text = message.removeprefix("Value error, ").removeprefix("Assertion failed, ").strip()
+    if text in _REWORDED:
+        return _REWORDED[text]
+    for prefix in ("Input should be ", "must be ", "Must be ", "should be ", "be "):
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    if match := _SHOULD.fullmatch(text):
+        kind = match["kind"].lower()
+        article = "an" if kind[:1] in "aeiou" else "a"
+        verb = "with" if match["verb"] == "have" else "matching"
+        return f"{article} {kind} {verb} {match['rest']}"
+    if not text[:1].isupper():  # already a phrase ("up to 32 letters or digits")
+        return text or "valid"
+    return f"valid ({text[:1].lower()}{text[1:]})"  # a sentence of pydantic's
+
+
 def command_error(command: str, exc: ValidationError, prefix: str = "") -> CommandError:
     """The first pydantic error as a CommandError naming ``prefix.field``."""
     first = exc.errors(include_url=False)[0]
     field = ".".join(str(part) for part in first["loc"])
     param = f"{prefix}.{field}" if prefix and field else prefix or field
-    allowed = first["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
-    return CommandError(command, param, allowed, first.get("input"))
+    return CommandError(command, param, allowed_phrase(first["msg"]), first.get("input"))
 
 
 @contextmanager
