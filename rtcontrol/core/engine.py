@@ -162,6 +162,7 @@ class Engine:
                 str(req.call_status),
                 decision.disposition,
                 self.clock.monotonic() - started,
+                req.request_hash if req.is_first else None,
             )
         )
         return Reply(decision.body, decision.status)
@@ -879,6 +880,12 @@ class Engine:
             if record.ended:
                 raise CallEnded(f"call {callid} has ended", callid=callid)
             flow = self.registry.flow(record.flow)
+            if flow is None and not (then is None or isinstance(then, Command)):
+                raise RegistrationError(
+                    f"call {callid} runs flow {record.flow!r}, which this App does not "
+                    "register: interrupt from an App built with the same flows (the same "
+                    "build()), or pass then=a command"
+                )
             if flow is not None and flow.script is not None:
                 action = script_action(then)  # a command, or a sub-flow found by name
             else:

@@ -192,7 +192,9 @@ class Hangups:
         ok = True
         if flow.script is not None:  # the flow's pending await raises: its finally blocks run
             try:
-                await flow.script.end(req, journal, engine.settings.hangup_budget)
+                final = await flow.script.end(req, journal, engine.settings.hangup_budget)
+                if final is not None:  # on_hangup sees the state the flow ended with
+                    state = final
             except Exception:
                 ok = False
                 handler_log.exception("callid=%s: ending flow %s failed", req.callid, flow.name)

@@ -203,6 +203,7 @@ class Session:
         "ending",
         "failure",
         "finished",
+        "hung_up",
         "journal",
         "live",
         "position",
@@ -228,11 +229,18 @@ class Session:
         self.ending = False
         self.discarded = False
         self.finished = False
+        #: CallHungUp was raised in the flow: its cleanup runs now.
+        self.hung_up = False
         #: Why the runner must give up (a determinism error, the journal limit).
         self.failure: FlowError | None = None
         #: Set while nothing drives the flow (it waits at a command, or it ended).
         self.settled = _Flag()
         self.touched = time.monotonic()
+
+    def hang_up(self) -> CallHungUp:
+        """The CallHungUp to raise in the flow (once raised, ``once()`` runs for cleanup)."""
+        self.hung_up = True
+        return CallHungUp("the call has ended", callid=self.callid)
 
     def fail(self, error: FlowError) -> None:
         if self.failure is None:
@@ -382,7 +390,9 @@ class SessionCache:
 
 
 def _command_method(
-    builder: Callable[P, Command], convert: Callable[[LiveCall, Command, Report], R]
+    builder: Callable[P, Command],
+    convert: Callable[[LiveCall, Command, Report], R],
+    returns: str = "its ``Outcome`` (``Completed``)",
 ) -> Callable[Concatenate[LiveCall, P], Coroutine[Any, Any, R]]:
     """``await call.<command>(...)``: same parameters and checks as the builder."""
 
@@ -394,8 +404,10 @@ def _command_method(
     method.__name__ = builder.__name__
     method.__qualname__ = f"LiveCall.{builder.__name__}"
     method.__doc__ = (
-        f"Send ``{builder.__name__}`` (parameters as :func:`rtcontrol.{builder.__name__}`) "
-        "and wait for its result.\n\n" + (builder.__doc__ or "")
+        f"Send ``{builder.__name__}`` and return {returns}. Raises ``CommandFailedError`` "
+        "when the platform reports an error, ``CallHungUp`` when the call ends, "
+        "``Interrupted`` after ``App.interrupt``.\n\n"
+        f"Parameters and checks as :func:`rtcontrol.{builder.__name__}`."
     )
     return method
 
@@ -506,6 +518,13 @@ class LiveCall:
         return self._session.position
 
     @property
+    def dropped(self) -> bool:
+        """True in a copy of the flow this worker drops (the call goes on, or ended,
+        elsewhere): its ``finally`` blocks run, but it can no longer act on the call.
+        Once-per-call cleanup belongs in ``except CallHungUp`` or ``on_hangup``."""
+        return self._session.discarded
+
+    @property
     def replaying(self) -> bool:
         """True while the flow re-runs journaled steps (on a worker that did not hold it)."""
         return self._session.position < len(self._session.journal)
@@ -515,13 +534,21 @@ class LiveCall:
     play = _command_method(commands.play, _outcome)
     play_record = _command_method(commands.play_record, _outcome)
     play_wav_data = _command_method(commands.play_wav_data, _outcome)
-    play_talk_detect = _command_method(commands.play_talk_detect, _raw)
-    read = _command_method(commands.read, _digits)
-    record = _command_method(commands.record, _recording)
+    play_talk_detect = _command_method(
+        commands.play_talk_detect, _raw, "the raw detection result (``str``)"
+    )
+    read = _command_method(
+        commands.read, _digits, "the digits typed (``str``), or ``None`` when none were"
+    )
+    record = _command_method(
+        commands.record, _recording, "the recording's file name (``str``), or ``None``"
+    )
     send_dtmf = _command_method(commands.send_dtmf, _outcome)
     wait = _command_method(commands.wait, _outcome)
     wait_for_silence = _command_method(commands.wait_for_silence, _outcome)
-    dialout = _command_method(commands.dialout, _dial)
+    dialout = _command_method(
+        commands.dialout, _dial, "``Completed`` (bridged) or ``DialFailed(status)``"
+    )
     conference = _command_method(commands.conference, _outcome)
     simple_conference = _command_method(commands.simple_conference, _outcome)
     hangup = _command_method(commands.hangup, _outcome)
@@ -559,9 +586,11 @@ class LiveCall:
             assert isinstance(entry, Once)
             session.position = i + 1
             return entry.value  # type: ignore[no-any-return]
-        if session.ending:
-            raise CallHungUp("the call has ended", callid=self.id)
-        self._room(i)
+        ending = session.ending
+        if ending and not session.hung_up:  # the call ended before the flow got here
+            raise session.hang_up()
+        if not ending:
+            self._room(i)  # else: cleanup after CallHungUp, which runs and journals nothing
         if inspect.iscoroutinefunction(fn):
             value = await fn(*args, **kwargs)
         else:
@@ -571,6 +600,8 @@ class LiveCall:
         session = self._live_session()
         text = encode_json(value, f"the result of once({what})")
         stored = json.loads(text)
+        if ending:
+            return stored  # type: ignore[no-any-return]
         if session.position != i:  # pragma: no cover - two once() at the same time
             raise RuntimeError("call.once() calls of one call must not run concurrently")
         session.journal.append(Once(what, stored))
@@ -654,7 +685,7 @@ class LiveCall:
                 report = await self._suspend(None)
         else:
             if session.ending:
-                raise CallHungUp("the call has ended", callid=self.id)
+                raise session.hang_up()
             self._room(i)
             journal.append(Sent(command.name, digest(command.params)))
             session.position = i + 1
@@ -669,7 +700,7 @@ class LiveCall:
         call's end is waiting for)."""
         session = self._session
         if session.ending or command is None:
-            raise CallHungUp("the call has ended", callid=self.id)
+            raise session.hang_up()
         return await _Suspend(command)
 
     async def _interrupted(self, command: Command, report: Report) -> None:
@@ -927,14 +958,18 @@ class ScriptRunner:
 
     # -- the end of a call -----------------------------------------------------------
 
-    async def end(self, req: RTRequest, journal: Journal | None, budget: float) -> None:
+    async def end(
+        self, req: RTRequest, journal: Journal | None, budget: float
+    ) -> dict[str, Any] | None:
         """The call ended: raise ``CallHungUp`` at the flow's pending await (its ``finally``
-        blocks run), replaying the journal first on a worker that does not hold it."""
+        blocks run), replaying the journal first on a worker that does not hold it.
+        Returns the flow's ``call.state`` once it ended (what ``on_hangup`` sees), or
+        None when no flow ran here."""
         session = self.cache.pop(req.callid)
         if journal is None or journal.done:
             if session is not None:
                 session.discard()
-            return
+            return None
         catch_up: Report | None = None
         if session is not None and session.suspended and session.position < len(journal):
             # This copy is behind (the call moved on on another worker): it replays the
@@ -960,9 +995,9 @@ class ScriptRunner:
         if session is None:
             try:
                 session = self._replay(req, journal)
-            except FlowError as exc:
-                flow_log.error("callid=%s: %s", req.callid, exc)
-                return
+            except FlowError as exc:  # logged when its callback got the fallback
+                flow_log.info("callid=%s: the flow is not ended here: %s", req.callid, exc)
+                return None
         session.ending = True  # the flow's next command raises CallHungUp instead
         try:
             await asyncio.wait_for(_end(session, req.callid, catch_up), timeout=budget)
@@ -974,6 +1009,13 @@ class ScriptRunner:
                 budget,
             )
             session.discard()
+        live = session.live
+        if live is None:
+            return None
+        try:
+            return _json_copy(live.state)
+        except (TypeError, ValueError):  # not JSON: on_hangup sees the state last saved
+            return None
 
 
 async def _end(session: Session, callid: int, catch_up: Report | None) -> None:
@@ -985,7 +1027,7 @@ async def _end(session: Session, callid: int, catch_up: Report | None) -> None:
         if fresh and session.settled.is_set() and not session.suspended:
             await _advance(session)
         elif session.suspended:
-            await _advance(session, throw=CallHungUp("the call has ended", callid=callid))
+            await _advance(session, throw=session.hang_up())
         elif session.driver is not None and not session.driver.done():
             await asyncio.shield(session.driver)
         elif not session.settled.is_set():

@@ -800,3 +800,95 @@ async def test_both_styles_in_one_app_routed_by_app_hash(make_app: Callable[...,
     )
     assert media(r_b) == "straight style"
     assert step_of(r_b) == "run"
+
+
+@pytest.mark.parametrize("where", ["same-worker", "other-worker"])
+async def test_cleanup_after_a_hang_up_runs_once_and_reaches_on_hangup(
+    make_app: Callable[..., App], where: str
+) -> None:
+    """In ``except CallHungUp`` a flow may save with ``once()`` and change ``call.state``;
+    ``on_hangup`` sees that state; a dropped copy never saves."""
+    saved: list[str] = []
+    seen: list[dict[str, Any]] = []
+    dropped: list[bool] = []
+
+    def save(result: str) -> str:
+        saved.append(result)
+        return "ok"
+
+    def register(app: App) -> None:
+        @app.inbound_call(name="survey")
+        async def survey(call: LiveCall) -> None:
+            try:
+                call.state["answer"] = await call.read(tts("q1"), max_digits=1)
+                await call.read(tts("q2"), max_digits=1)
+            except CallHungUp:
+                call.state["ended"] = "hung-up"
+                await call.once(save, f"partial:{call.state['answer']}")
+                raise
+            finally:
+                dropped.append(call.dropped)
+
+        @app.on_hangup
+        async def ended(call: Any) -> None:
+            seen.append(dict(call.state))
+
+    a = make_app(flow_cache=10)
+    register(a)
+    b = a
+    if where == "other-worker":
+        b = make_app(flow_cache=10)
+        register(b)
+    r0 = await a.handle_callback(first(CALL))
+    r1 = await a.handle_callback(report(CALL, r0, "4"))
+    await b.handle_callback(report(CALL, r1, status="HANGUP"))
+    await within(b.settle())
+    await a.shutdown(timeout=2.0)  # drops a's copy, if it holds one
+    assert saved == ["partial:4"]
+    assert seen == [{"answer": "4", "ended": "hung-up"}]
+    assert dropped.count(False) == 1  # the copy that ended the call; any other was dropped
+
+
+async def test_a_call_that_ended_before_its_once_does_not_run_it_on_the_hang_up(
+    make_app: Callable[..., App],
+) -> None:
+    """Hang-up while a slow once() runs on worker A; worker B ends the call by replay:
+    B's replay reaches the once (not journaled) and raises CallHungUp instead of
+    running it a second time."""
+    a, b = make_app(handler_budget=0.3), make_app(handler_budget=0.3)
+    runs: list[str] = []
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    async def charge() -> str:
+        runs.append("charge")
+        entered.set()
+        await gate.wait()
+        return "ok"
+
+    for app in (a, b):
+
+        @app.inbound_call(name="pay")
+        async def pay(call: LiveCall) -> None:
+            await call.read(tts("confirm"), max_digits=1)
+            await call.once(charge)
+            await call.play(tts("paid"))
+
+    r0 = await a.handle_callback(first(CALL))
+    hold = await within(a.handle_callback(report(CALL, r0, "1")))
+    await within(entered.wait())
+    await b.handle_callback(report(CALL, hold, status="HANGUP"))
+    await within(b.settle())
+    gate.set()
+    await within(a.settle())
+    assert runs == ["charge"]
+
+
+async def test_an_interrupt_from_an_app_without_the_calls_flow_says_so(
+    make_app: Callable[..., App],
+) -> None:
+    serving, script = make_app(), make_app()
+    serving.call_flow(hold_music, inbound=True)
+    await serving.handle_callback(first(CALL))
+    with pytest.raises(RegistrationError, match="does not register"):
+        await script.interrupt(CALL, then=to_agent)
+    assert await script.interrupt(CALL, then=play(tts("Transferring"))) is True
