@@ -83,7 +83,12 @@ class CallStarted:
 
 @dataclass(frozen=True, slots=True)
 class CallbackAnswered:
-    """One callback answered. ``seconds``: from receipt to reply ready."""
+    """One callback answered. ``seconds``: from receipt to reply ready.
+
+    ``request_hash``: the request hash ``calls.realtime`` returned, on the first callback
+    of an outbound call only (``None`` otherwise), so a log reader can match the hash
+    ``rtcontrol call`` printed to the callid.
+    """
 
     callid: int
     command_id: int | str
@@ -91,6 +96,7 @@ class CallbackAnswered:
     status: str
     disposition: Disposition
     seconds: float
+    request_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,10 @@
 """Loggers and the one-line-per-callback record.
 
-Loggers: ``rtcontrol.callback`` (one INFO line per callback), ``rtcontrol.handler``
-(handler errors, with traceback), ``rtcontrol.app`` (start-up, configuration,
-interrupts). Credentials and request bodies are never logged; phone numbers are
-not logged either, only call ids.
+Loggers: ``rtcontrol.callback`` (one INFO line per callback; the first callback of an
+outbound call adds ``request_hash=``), ``rtcontrol.handler`` (handler errors, with
+traceback), ``rtcontrol.app`` (start-up, configuration, interrupts, refused callbacks).
+Credentials and request bodies are never logged; phone numbers are not logged either,
+only call ids and request hashes.
 """
 
 from __future__ import annotations
@@ -26,25 +27,28 @@ def log_callback(
     status: str,
     outcome: str,
     handler_ms: float,
+    request_hash: str | None = None,
 ) -> None:
-    if callback_log.isEnabledFor(logging.INFO):
-        callback_log.info(
-            "callback callid=%s command_id=%s step=%s status=%s outcome=%s handler_ms=%.1f",
-            callid,
-            command_id,
-            step,
-            status,
-            outcome,
-            handler_ms,
-            extra={
-                "callid": callid,
-                "command_id": command_id,
-                "step": step,
-                "status": status,
-                "outcome": outcome,
-                "handler_ms": round(handler_ms, 3),
-            },
-        )
+    """The one line of a callback; ``request_hash`` (first callback of an outbound call)
+    is appended as ``request_hash=...`` so the hash ``rtcontrol call`` printed leads to
+    the callid."""
+    if not callback_log.isEnabledFor(logging.INFO):
+        return
+    extra: dict[str, object] = {
+        "callid": callid,
+        "command_id": command_id,
+        "step": step,
+        "status": status,
+        "outcome": outcome,
+        "handler_ms": round(handler_ms, 3),
+    }
+    line = "callback callid=%s command_id=%s step=%s status=%s outcome=%s handler_ms=%.1f"
+    args: tuple[object, ...] = (callid, command_id, step, status, outcome, handler_ms)
+    if request_hash is not None:
+        line += " request_hash=%s"
+        args += (request_hash,)
+        extra["request_hash"] = request_hash
+    callback_log.info(line, *args, extra=extra)
 
 
 def log_event(event: Event) -> None:
@@ -57,4 +61,5 @@ def log_event(event: Event) -> None:
             event.status,
             event.disposition.value,
             event.seconds * 1000,
+            event.request_hash,
         )
