@@ -47,10 +47,8 @@ What is here:
 
 from __future__ import annotations
 
-import secrets
-from typing import Any
-
 from .handle import CallHandle
+from .helpers import callback_body, random_credentials
 from .platform import CALLBACK_PATH, MAX_CALL_SECONDS, EmulatedPlatform
 from .results import CallResult, ran, said
 from .strict import HandlerFailed, HandlerFailure
@@ -68,33 +66,3 @@ __all__ = [
     "random_credentials",
     "said",
 ]
-
-
-def random_credentials() -> dict[str, str]:
-    """Callback credentials for a throw-away app (tests, demos):
-    ``{"callback_login": "callr", "callback_password": <24 random characters>}``."""
-    return {"callback_login": "callr", "callback_password": secrets.token_urlsafe(18)}
-
-
-def callback_body(**fields: Any) -> dict[str, Any]:
-    """All 14 fields of an RT.Request as the platform sends them: by default the first
-    callback of an inbound call; ``fields`` override or add keys. For driving an app
-    directly (``App.handle(RTRequest.model_validate(callback_body(...)))``) or over HTTP."""
-    body: dict[str, Any] = {
-        "app": "4346423A",
-        "callid": 421889,
-        "request_hash": None,
-        "cli_name": "",
-        "cli_number": "+33612345678",
-        "date_started": "2026-11-28 10:00:00",
-        "number": "+33123456789",
-        "command": "",
-        "command_id": 0,
-        "command_result": "",
-        "command_error": "",
-        "call_status": "INCOMING_CALL",
-        "cdr_field": "",
-        "variables": {},
-    }
-    body.update(fields)
-    return body

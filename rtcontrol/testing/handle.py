@@ -41,8 +41,9 @@ from ..events import CallbackAnswered, Event
 from .results import CallResult, ran
 
 if TYPE_CHECKING:
+    from ..app import App
+    from ..emulator import Emulator
     from ..emulator.call import EmulatedCall
-    from .platform import EmulatedPlatform
 
 __all__ = ["CallHandle"]
 
@@ -56,13 +57,22 @@ class CallHandle:
     length, 600 virtual seconds by default, ends every call).
     """
 
-    def __init__(self, platform: EmulatedPlatform, call: EmulatedCall) -> None:
-        self._platform = platform
+    def __init__(
+        self,
+        call: EmulatedCall,
+        *,
+        app: App,
+        emulator: Emulator,
+        check: Callable[[int, Transcript], None],
+    ) -> None:
+        self._app = app
+        self._emulator = emulator
+        self._check = check  # strict mode: raises HandlerFailed for the call's failures
         #: The emulator's own handle of the call (:class:`~rtcontrol.emulator.call.EmulatedCall`).
         self.call = call
         #: Per step name: how many commands, run so far, that step answered with.
         self._steps: list[tuple[str, int]] = []
-        self._unsubscribe: Callable[[], None] | None = platform.app.events.subscribe(self._on)
+        self._unsubscribe: Callable[[], None] | None = app.events.subscribe(self._on)
 
     def _on(self, event: Event) -> None:
         # Emitted before the reply leaves: the command this step answered with is the
@@ -122,7 +132,7 @@ class CallHandle:
         try:
             await self.call.wait_until(started)
         except CallEnded:
-            self._platform._check(self.callid, self.transcript)
+            self._check(self.callid, self.transcript)
             what = f"step {step!r}" if step else repr(command or "any command")
             raise CallEnded(
                 f"call {self.callid} ended before {what} ran {nth} time(s)\n\n"
@@ -135,12 +145,12 @@ class CallHandle:
         """``app.interrupt(callid, then)``: break the running command and run ``then``
         (a command, a step name or function; ``None``: the flow's ``on_break``).
         Returns the platform's answer to the break."""
-        return await self._platform.app.interrupt(self.callid, then)
+        return await self._app.interrupt(self.callid, then)
 
     async def hangup(self) -> bool:
         """Hang the call up as ``calls.hangup`` does (the app gets its HANGUP callback);
         ``False`` when it had already ended. Does not wait: see :meth:`ended`."""
-        return self._platform.emulator.hangup_call(self.callid)
+        return self._emulator.hangup_call(self.callid)
 
     async def ended(self) -> CallResult:
         """Wait for the call to end; return its :class:`~rtcontrol.testing.CallResult`.
@@ -150,5 +160,5 @@ class CallHandle:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        self._platform._check(self.callid, transcript)
+        self._check(self.callid, transcript)
         return CallResult.of(transcript)

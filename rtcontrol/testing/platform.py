@@ -55,6 +55,7 @@ from ..emulator import (
 )
 from ..media import Target
 from .handle import CallHandle
+from .helpers import random_credentials
 from .results import CallResult
 from .strict import HANDLER_LOGGER, HandlerFailed, HandlerFailure, Watch
 
@@ -144,7 +145,6 @@ class EmulatedPlatform:
     async def _open(self) -> None:
         from ..adapters.endpoint import auth_for
         from ..rpc import CallrClient
-        from . import random_credentials
 
         app = self.app
         s = app.settings
@@ -283,7 +283,7 @@ class EmulatedPlatform:
             number=number,
         )
         self._started(call.callid)
-        return CallHandle(self, call)
+        return CallHandle(call, app=self.app, emulator=self.emulator, check=self._check)
 
     async def start_call(
         self,
@@ -326,4 +326,4 @@ class EmulatedPlatform:
         )
         call = self.emulator.call_for_request(request_hash)
         self._started(call.callid)
-        return CallHandle(self, call)
+        return CallHandle(call, app=self.app, emulator=self.emulator, check=self._check)
