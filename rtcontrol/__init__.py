@@ -57,6 +57,7 @@ from .errors import (
 )
 from .flow import Flow
 from .media import Target, tts
+from .prompts import answer, ask
 from .protocol import CallStatus, RTRequest, RTResponse
 from .results import (
     CommandFailed,
@@ -150,6 +151,8 @@ __all__ = [
     "Target",
     "TransportError",
     "__version__",
+    "answer",
+    "ask",
     "conference",
     "dialout",
     "hangup",

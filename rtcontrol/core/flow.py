@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..commands import Command
 from ..errors import RegistrationError
+from ..prompts import ASK_STEP, ask_step
 from .call import Call
 
 if TYPE_CHECKING:
@@ -122,9 +123,18 @@ class FlowSpec:
     hooks: dict[str, Handler] = field(default_factory=dict)
     #: A straight-line flow's runner (its one step, ``run``); None for step flows.
     script: ScriptRunner | None = None
+    #: The built-in ``@ask`` step of step flows (:func:`rtcontrol.prompts.ask`), made once.
+    _ask: Handler | None = field(default=None, init=False, repr=False, compare=False)
 
     def step(self, name: str) -> Handler | None:
-        return self.steps.get(name)
+        """The step ``name``, or None. Step flows also have the built-in ``@ask`` (the
+        tries of :func:`rtcontrol.prompts.ask`), which is not in :attr:`steps`."""
+        handler = self.steps.get(name)
+        if handler is None and name == ASK_STEP and self.script is None:
+            if self._ask is None:
+                self._ask = ask_step(self.name, self.steps.get)
+            handler = self._ask
+        return handler
 
     @classmethod
     def from_flow(cls, flow: Flow | type[Flow], name: str | None = None) -> FlowSpec:

@@ -37,11 +37,11 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from .. import commands
+from .. import commands, prompts
 from ..commands import Command
 from ..errors import (
     CallHungUp,
@@ -53,6 +53,7 @@ from ..errors import (
     OutputError,
     RegistrationError,
 )
+from ..media import Media
 from ..protocol import CallStatus, RTRequest
 from ..results import (
     Completed,
@@ -562,6 +563,49 @@ class LiveCall:
         if not isinstance(command, Command):
             raise TypeError(f"send() takes a command, not {type(command).__name__}")
         return _checked(self, command, await self._send(command))
+
+    async def ask(
+        self,
+        prompt: Media,
+        *,
+        choices: Mapping[str, T],
+        tries: int = 3,
+        invalid: Media | None = None,
+        silence: Media | None = None,
+        timeout_ms: int = 5000,
+    ) -> T | None:
+        """Ask ``prompt`` until a key of ``choices`` is pressed, at most ``tries`` times
+        (1-10); return that key's value, or None after the last try.
+
+        ``choices``: keys (1-20 of ``0-9*#``) to values (anything but None).
+        ``invalid`` / ``silence``: media said before the next try after a key that is
+        not a choice / nothing typed (default: the prompt alone again); joined to the
+        prompt's ``read`` when both are TTS of one voice, else a ``play`` first.
+        ``timeout_ms``: how long each try waits for a key (100..30000). Each try is a
+        ``read`` with ``attempts=1``. Raises CommandError for a bad part,
+        CommandFailedError when the platform reports a command's error.
+        """
+        question = prompts.question(
+            prompt,
+            choices,
+            tries=tries,
+            invalid=invalid,
+            silence=silence,
+            timeout_ms=timeout_ms,
+            stored=False,
+        )
+        batch = question.first()
+        digits: str | None = None
+        for n in range(question.tries):
+            if n:
+                batch = question.retry(digits)
+            for command in batch[:-1]:
+                await self.send(command)
+            outcome = await self.send(batch[-1])
+            digits = outcome.value if isinstance(outcome, Digits) and outcome.value else None
+            if digits is not None and digits in choices:
+                return choices[digits]
+        return None
 
     # --- side effects and versions ------------------------------------------------
 
