@@ -9,8 +9,11 @@ loads the FastAPI adapter on demand, and tests can ``await app.handle_callback(r
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from types import MappingProxyType, SimpleNamespace, TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .commands import Command, play, wait
@@ -18,12 +21,12 @@ from .core.engine import Engine
 from .core.flow import Flow, FlowSpec
 from .core.ports import CallControl, Clock, Reply
 from .core.registry import Registry, Routes
-from .errors import ConfigurationError, OutputError, RegistrationError
+from .errors import CommandError, ConfigurationError, OutputError, RegistrationError
 from .events import EventBus
-from .media import Target, tts
+from .media import DEFAULT_VOICE, AppVoiceTTS, Target, check_voice, tts, with_voice
 from .metrics import Metrics
 from .protocol import RTRequest
-from .settings import Settings
+from .settings import Settings, unknown_keyword
 from .store import Store, open_store
 from .validate import check_command
 
@@ -37,8 +40,14 @@ app_log = logging.getLogger("rtcontrol.app")
 H = TypeVar("H", bound=Callable[..., Any])
 F = TypeVar("F", bound=type[Flow])
 
-#: Played when a handler fails; the call then hangs up.
-DEFAULT_FALLBACK = play(tts("We are sorry, something went wrong. Please call again later."))
+#: ``App(...)``'s own keywords (besides the settings), for suggestions.
+_KEYWORDS = ("settings", "store", "client", "hold", "fallback", "clock", "voice", "lifespan")
+
+#: Played when a handler fails; the call then hangs up. English, in :data:`DEFAULT_VOICE`
+#: whatever ``App(voice=...)`` says: give ``fallback=`` in your language.
+DEFAULT_FALLBACK = play(
+    tts("We are sorry, something went wrong. Please call again later.", DEFAULT_VOICE)
+)
 #: Sent while a slow handler finishes; issued again until the handler's command is ready.
 DEFAULT_HOLD = wait(5)
 
@@ -59,6 +68,30 @@ class App:
             return dialout("+33123456789") if call.digits == "1" else hangup()
 
     Class style: see :class:`~rtcontrol.flow.Flow` and :meth:`add_flow`.
+
+    Keywords: ``settings`` (else read from ``RTCONTROL_*``) and any field of
+    :class:`~rtcontrol.settings.Settings` (``App(handler_budget=2)``, winning over the
+    environment); ``store``, ``client``; ``hold`` and ``fallback`` commands;
+    ``voice``: the TTS voice of every ``tts(text)`` given no voice, e.g.
+    ``"TTS_FR-FR_AUDREY"`` (the language is part of the name; default
+    :data:`~rtcontrol.media.DEFAULT_VOICE`); ``lifespan``: your dependencies (below).
+
+    Dependencies (a database pool, a CRM client) live in :attr:`state`, opened and
+    closed by ``lifespan``, a function taking the app and returning an async context
+    manager (``contextlib.asynccontextmanager``), as in FastAPI::
+
+        @asynccontextmanager
+        async def lifespan(app: App) -> AsyncIterator[None]:
+            app.state.crm = await Crm.connect()
+            yield
+            await app.state.crm.close()
+
+        app = App(lifespan=lifespan)      # handlers: call.app.state.crm
+
+    It is entered by :meth:`startup` (the ASGI lifespan of ``uvicorn module:app``) or
+    ``async with App(...) as app:``, and exited by :meth:`shutdown` once the calls in
+    flight are answered. A mapping it yields is copied into ``state`` too. A server
+    run without a lifespan enters it on the first callback.
     """
 
     def __init__(
@@ -70,8 +103,38 @@ class App:
         hold: Command = DEFAULT_HOLD,
         fallback: Command = DEFAULT_FALLBACK,
         clock: Clock | None = None,
+        voice: str | None = None,
+        lifespan: Callable[[App], AbstractAsyncContextManager[Any]] | None = None,
         **overrides: Any,
     ) -> None:
+        unknown = sorted(set(overrides) - set(Settings.model_fields))
+        if unknown:
+            raise ConfigurationError(
+                "; ".join(unknown_keyword(name, "App", _KEYWORDS) for name in unknown)
+            )
+        if voice is not None:
+            try:
+                check_voice(voice, "App", "voice")
+            except CommandError as exc:
+                raise ConfigurationError(str(exc)) from None
+        if lifespan is not None and (
+            not callable(lifespan)
+            or inspect.isasyncgenfunction(lifespan)
+            or inspect.iscoroutinefunction(lifespan)
+        ):
+            raise ConfigurationError(
+                f"lifespan {getattr(lifespan, '__qualname__', repr(lifespan))} must be a "
+                "function taking the app and returning an async context manager: decorate "
+                "your `async def lifespan(app)`, which yields once, with "
+                "@contextlib.asynccontextmanager"
+            )
+        #: The voice put in every ``tts(text)`` given no voice; None: the default voice.
+        self.voice = voice
+        #: Your dependencies (``app.state.db``), reachable from handlers as ``call.app.state``.
+        self.state: Any = SimpleNamespace()
+        self._lifespan = lifespan
+        self._lifespan_cm: AbstractAsyncContextManager[Any] | None = None
+        self._lifespan_lock = asyncio.Lock()
         if settings is not None and overrides:  # the keyword arguments win
             settings = Settings.from_env({}, **{**settings.model_dump(), **overrides})
         self.settings = settings or Settings.from_env(**overrides)
@@ -99,6 +162,8 @@ class App:
                     "result itself (the hold is re-issued or the handler's command follows; "
                     "a hang-up follows the fallback)"
                 )
+        if voice is not None:
+            hold, fallback = voiced(hold, voice), voiced(fallback, voice)
         self.hold = hold
         self.fallback = fallback
         self.registry = Registry()
@@ -112,7 +177,7 @@ class App:
         self._asgi: Any = None
         #: True once this process serves callbacks (an adapter was built or one was handled).
         self.serving = False
-        self.engine = Engine(
+        self.engine = (Engine if voice is None else _VoicedEngine)(
             settings=self.settings,
             store=self.store,
             registry=self.registry,
@@ -124,6 +189,8 @@ class App:
             clock=clock,
             spawn=self.spawn,
         )
+        if isinstance(self.engine, _VoicedEngine):
+            self.engine.voice = voice or DEFAULT_VOICE
 
     # ------------------------------------------------------------ function handlers
 
@@ -323,6 +390,8 @@ class App:
         ``received_at``: wall time (epoch seconds) a proxy received it, when known
         (``X-Request-Start``); the handler budget then counts from there."""
         self.serving = True
+        if self._lifespan is not None and self._lifespan_cm is None:
+            await self._enter_lifespan()  # a server run without a lifespan
         return await self.engine.handle_callback(request, received_at=received_at)
 
     def safe_reply(self, request: RTRequest) -> Reply:
@@ -384,15 +453,23 @@ class App:
             await asyncio.wait(pending)
 
     async def startup(self) -> None:
-        """Check the store and start the hang-up janitor (the adapters' lifespan calls it)."""
+        """Check the store, start the hang-up janitor, then enter ``lifespan`` (the
+        adapters' ASGI lifespan calls it). Raises StoreError when the store is
+        unreachable, and whatever your lifespan raises (the janitor is stopped then)."""
         began = asyncio.get_running_loop().time()
         await self.store.ping()
         self.engine.timing.observe(asyncio.get_running_loop().time() - began)  # a first RTT
         self.engine.start_background()
+        try:
+            await self._enter_lifespan()
+        except BaseException:
+            self.engine.stop_background()
+            raise
 
     async def shutdown(self, timeout: float = 25.0) -> None:  # noqa: ASYNC109 - public API
-        """Let callbacks, slow handlers and ``on_hangup`` runs in flight finish, then
-        close the store."""
+        """Let callbacks, slow handlers and ``on_hangup`` runs in flight finish (up to
+        ``timeout`` seconds each), exit ``lifespan``, then close the API client and the
+        store. Safe to call twice."""
         self.engine.stop_background()
         try:
             await asyncio.wait_for(self.engine.wait_idle(), timeout=timeout)
@@ -401,9 +478,59 @@ class App:
                 await asyncio.wait(pending, timeout=timeout)
         except TimeoutError:
             app_log.warning("shutdown: callbacks still in flight after %.0fs", timeout)
-        if self._client is not None:
-            await self._client.aclose()
-        await self.store.close()
+        try:
+            await self._exit_lifespan()
+        finally:
+            if self._client is not None:
+                await self._client.aclose()
+            await self.store.close()
+
+    async def __aenter__(self) -> App:
+        """``async with App(...) as app:`` for scripts that start or interrupt calls:
+        enters ``lifespan``; leaving the block runs :meth:`shutdown` (the API client
+        and the store are closed). It serves no callbacks and runs no hang-up janitor:
+        servers use the ASGI lifespan. If ``lifespan`` fails, the client and the store
+        are closed before its error is raised."""
+        try:
+            await self._enter_lifespan()
+        except BaseException:
+            await self.shutdown()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+    async def _enter_lifespan(self) -> None:
+        if self._lifespan is None:
+            return
+        async with self._lifespan_lock:
+            if self._lifespan_cm is not None:
+                return
+            manager = self._lifespan(self)
+            if not isinstance(manager, AbstractAsyncContextManager):
+                if inspect.iscoroutine(manager):
+                    manager.close()
+                raise ConfigurationError(
+                    f"lifespan {getattr(self._lifespan, '__qualname__', self._lifespan)} "
+                    f"returned {type(manager).__name__}, not an async context manager: "
+                    "decorate it with @contextlib.asynccontextmanager"
+                )
+            value = await manager.__aenter__()
+            self._lifespan_cm = manager
+            if isinstance(value, Mapping):
+                for key, item in value.items():
+                    setattr(self.state, str(key), item)
+
+    async def _exit_lifespan(self) -> None:
+        manager, self._lifespan_cm = self._lifespan_cm, None
+        if manager is not None:
+            await manager.__aexit__(None, None, None)
 
     # ------------------------------------------------------------ the API side
 
@@ -481,6 +608,8 @@ class App:
         command was running: the action still runs on the next callback of the call).
         Raises :class:`CallNotFound` or :class:`CallEnded`.
         """
+        if self.voice is not None and isinstance(then, Command):
+            then = voiced(then, self.voice)  # it is stored, and JSON keeps no marks
         return await self.engine.interrupt(callid, then)
 
     async def send_break(self, callid: int) -> bool:
@@ -490,6 +619,37 @@ class App:
         """End a call through ``calls.hangup``; its ``on_hangup`` runs on the last callback."""
         ok: bool = await self.client.hangup(callid)
         return ok
+
+
+def voiced(command: Command, voice: str) -> Command:
+    """``command`` with ``voice`` in each ``tts(text)`` given no voice; the very same
+    object when it has none (the engine tells the fallback by identity)."""
+    params = command.params
+    if not any(type(value) is AppVoiceTTS for value in params.values()):
+        return command
+    copy = object.__new__(Command)
+    copy.__dict__.update(command.__dict__)
+    copy.__dict__["params"] = MappingProxyType(
+        {key: with_voice(value, voice) for key, value in params.items()}
+    )
+    return copy
+
+
+class _VoicedEngine(Engine):
+    """The engine of an ``App(voice=...)``: the one check of what handlers send also
+    puts the app's voice in TTS values built without one."""
+
+    voice: str = DEFAULT_VOICE
+
+    def outgoing(
+        self,
+        command: Any,
+        variables: Any,
+        flow: Any,
+        received: dict[str, Any] | None = None,
+    ) -> tuple[Command, dict[str, Any]]:
+        checked, variables = super().outgoing(command, variables, flow, received)
+        return voiced(checked, self.voice), variables
 
 
 def _report_failure(task: asyncio.Task[Any]) -> None:

@@ -30,3 +30,36 @@ def test_every_exception_is_in_the_one_tree() -> None:
         exc = getattr(errors, name)
         assert issubclass(exc, errors.RtcontrolError), name
         assert getattr(rtcontrol, name) is exc, f"{name} is not re-exported"
+
+
+def test_prompt_helpers_are_exported_with_their_shapes() -> None:
+    from rtcontrol import prompts
+
+    assert rtcontrol.ask is prompts.ask
+    assert rtcontrol.answer is prompts.answer
+    assert list(inspect.signature(rtcontrol.ask).parameters) == [
+        "call",
+        "prompt",
+        "choices",
+        "tries",
+        "invalid",
+        "silence",
+        "timeout_ms",
+    ]
+    assert list(inspect.signature(rtcontrol.LiveCall.ask).parameters) == [
+        "self",
+        "prompt",
+        "choices",
+        "tries",
+        "invalid",
+        "silence",
+        "timeout_ms",
+    ]
+
+
+def test_app_takes_a_voice_and_a_lifespan_and_is_an_async_context_manager() -> None:
+    parameters = inspect.signature(rtcontrol.App).parameters
+    assert parameters["voice"].default is None
+    assert parameters["lifespan"].default is None
+    assert inspect.iscoroutinefunction(rtcontrol.App.__aenter__)
+    assert inspect.iscoroutinefunction(rtcontrol.App.__aexit__)

@@ -113,6 +113,8 @@ class RtcontrolAPI(FastAPI):
 
     callback_path: str = ""
     callback_endpoint: CallbackEndpoint | None = None
+    #: The app whose ``startup()`` the lifespan runs (before your lifespan, if any).
+    served: ServedApp | None = None
     _endpoint: CallbackEndpoint  # the same, set whenever _direct can be True
     _callback_paths: frozenset[str] = frozenset()
     _own_routes: frozenset[int] = frozenset()
@@ -162,10 +164,13 @@ class RtcontrolAPI(FastAPI):
             await send({"type": "websocket.close", "code": 1013})  # try again later
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Refuse to start, with one clear message, when the checks fail."""
+        """Refuse to start, with one clear message, when the checks fail or the served
+        app cannot start (its store is unreachable, its own lifespan failed)."""
         message = await receive()
         if message["type"] == "lifespan.startup":
             refusal = self._prepare(fresh=True)
+            if refusal is None and self.served is not None:
+                refusal = await _start(self.served)
             if refusal is not None:
                 await send({"type": "lifespan.startup.failed", "message": refusal})
                 return
@@ -242,6 +247,26 @@ class RtcontrolAPI(FastAPI):
             return super().build_middleware_stack()
         finally:
             self.user_middleware = yours
+
+
+async def _start(app: ServedApp) -> str | None:
+    """Run ``app.startup()``; None when it started, else the one line that says why
+    not (uvicorn prints it, without a traceback: the store unreachable is an
+    operational state, not a bug); any other error (your ``App(lifespan=...)``) is
+    logged with its traceback first."""
+    try:  # Redis down at start-up: fail now, not on the first call
+        await app.startup()
+    except StoreError as exc:
+        return (
+            f"cannot start: the store is unreachable ({type(exc).__name__}: {exc}); "
+            "check RTCONTROL_STORE_URL"
+        )
+    except ConfigurationError as exc:
+        return f"cannot start: {exc}"
+    except Exception as exc:  # your lifespan's bug: its traceback goes to the log
+        app_log.exception("cannot start")
+        return f"cannot start: {type(exc).__name__}: {exc} (traceback logged above)"
+    return None
 
 
 def _wraps_requests(api: FastAPI) -> bool:
@@ -423,13 +448,7 @@ def create_asgi(app: ServedApp, path: str = "/callback") -> RtcontrolAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        try:  # Redis down at start-up: fail now, not on the first call
-            await app.startup()
-        except StoreError as exc:
-            app_log.error(
-                "cannot start: the store is unreachable (%s); check RTCONTROL_STORE_URL", exc
-            )
-            raise
+        # app.startup() ran already (RtcontrolAPI._lifespan), refusing in one line
         yield
         await app.shutdown()
 
@@ -443,6 +462,7 @@ def create_asgi(app: ServedApp, path: str = "/callback") -> RtcontrolAPI:
     before = len(api.router.routes)
     api.include_router(_router(endpoint, paths))  # documents the route in OpenAPI
     api.serve_callback(endpoint, paths, api.router.routes[before:])
+    api.served = app
 
     health = {"type": "object", "properties": {"status": {"type": "string"}}}
 
