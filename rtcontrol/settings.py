@@ -6,6 +6,8 @@ environment, so tests never depend on the machine they run on.
 
 from __future__ import annotations
 
+import difflib
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +19,8 @@ from .errors import ConfigurationError
 __all__ = ["Settings", "settings_table"]
 
 _ENV = "RTCONTROL_"
+
+settings_log = logging.getLogger("rtcontrol.settings")
 
 
 class Settings(BaseModel):
@@ -97,7 +101,18 @@ class Settings(BaseModel):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``environ`` (default ``os.environ``), ``overrides`` winning.
+
+        Raises ConfigurationError naming each problem as it was written: the keyword
+        (``handler_budget=9``) for an override, the variable
+        (``RTCONTROL_HANDLER_BUDGET``) for the environment; an unknown keyword gets the
+        closest setting's name. An unknown ``RTCONTROL_*`` variable close to a setting's
+        is logged as a warning (it is ignored).
+        """
         env = os.environ if environ is None else environ
+        unknown = sorted(set(overrides) - set(cls.model_fields))
+        if unknown:
+            raise ConfigurationError("; ".join(unknown_keyword(name) for name in unknown))
         values: dict[str, Any] = {}
         for name in cls.model_fields:
             raw = env.get(_ENV + name.upper())
@@ -105,14 +120,58 @@ class Settings(BaseModel):
                 values[name] = raw
         if "workers" not in values and env.get("WEB_CONCURRENCY"):
             values["workers"] = env["WEB_CONCURRENCY"]
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        _warn_misspelled(env)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values.update(given)
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{_ENV}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            problems = []
+            for error in exc.errors():
+                name = ".".join(map(str, error["loc"]))
+                if name in given:
+                    shown = "..." if _secret(name) else repr(given[name])
+                    where = f"{name}={shown}"
+                elif name == "workers" and _ENV + "WORKERS" not in env:
+                    where = "WEB_CONCURRENCY"
+                else:
+                    where = f"{_ENV}{name.upper()}"
+                problems.append(f"{where}: {error['msg']}")
+            raise ConfigurationError(f"invalid settings: {'; '.join(problems)}") from None
+
+
+def unknown_keyword(name: str, where: str = "", others: tuple[str, ...] = ()) -> str:
+    """What to say of a keyword that is not a setting: its name as written (never its
+    value, which may be a secret), and the closest of the settings and ``others``.
+    ``where``: the call it was given to (``"App"``)."""
+    known = [*others, *Settings.model_fields]
+    match = difflib.get_close_matches(name.lower(), known, n=1, cutoff=0.6)
+    head = f"{where}({name}=...)" if where else f"{name}=..."
+    if match:
+        return f"{head}: no such keyword; did you mean {match[0]}=?"
+    return f"{head}: no such keyword; the keywords are {', '.join(known)}"
+
+
+def _secret(name: str) -> bool:
+    field = Settings.model_fields.get(name)
+    return field is not None and not field.repr
+
+
+def _warn_misspelled(env: Mapping[str, str]) -> None:
+    for variable in env:
+        if not variable.startswith(_ENV):
+            continue
+        name = variable[len(_ENV) :].lower()
+        if name in Settings.model_fields:
+            continue
+        match = difflib.get_close_matches(name, list(Settings.model_fields), n=1, cutoff=0.8)
+        if match:
+            settings_log.warning(
+                "%s is not a setting and is ignored; did you mean %s%s?",
+                variable,
+                _ENV,
+                match[0].upper(),
             )
-            raise ConfigurationError(f"invalid settings: {problems}") from None
 
 
 def settings_table() -> str:

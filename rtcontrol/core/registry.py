@@ -7,11 +7,12 @@ engine. It never guesses: an unknown flow name is ``None``, not the main flow.
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Iterable
 from types import CodeType
 from typing import Any
 
-from ..errors import ConfigurationError, RegistrationError
+from ..errors import ConfigurationError, FlowError, RegistrationError
 from ..protocol import RTRequest
 from .call import Call
 from .flow import Flow, FlowSpec, Handler, check_flow_name, check_handler
@@ -69,7 +70,8 @@ class Registry:
     ) -> FlowSpec:
         spec = FlowSpec.from_flow(flow, name)
         if spec.name in self.flows:
-            raise RegistrationError(f"a flow named {spec.name!r} is already registered")
+            flow_cls = flow if isinstance(flow, type) else type(flow)
+            raise RegistrationError(self._taken(spec.name, flow_cls, named=name is not None))
         self.flows[spec.name] = spec
         self.by_class.setdefault(flow if isinstance(flow, type) else type(flow), spec.name)
         self._route(spec.name, inbound, outbound)
@@ -112,7 +114,10 @@ class Registry:
         check_flow_name(flow_name)
         spec = self.flows.get(flow_name)
         if spec is not None and spec.script is None:
-            raise RegistrationError(f"a flow named {flow_name!r} is already registered")
+            raise RegistrationError(
+                f"a flow named {flow_name!r} is already registered ({self._owner(flow_name)}): "
+                f"register {qualname} under another name with name=..."
+            )
         if spec is None:
             runner = ScriptRunner(flow_name, self.sessions, lambda: self.journal_limit)
             spec = FlowSpec(flow_name, steps={RUN_STEP: runner}, script=runner)
@@ -124,6 +129,48 @@ class Registry:
             raise RegistrationError("a retired flow version takes no new calls: no routes")
         self._route(spec.name, inbound, outbound)
         return spec
+
+    def _owner(self, name: str) -> str:
+        """What registered the flow ``name``, for messages."""
+        if name == MAIN:
+            return "the function-style handlers (@app.on_inbound, @app.step...)"
+        for cls, flow_name in self.by_class.items():
+            if flow_name == name:
+                return f"class {cls.__qualname__}"
+        for fn, flow_name in self.by_function.items():
+            if flow_name == name:
+                return f"straight-line flow {getattr(fn, '__qualname__', fn)}"
+        return "another flow"  # pragma: no cover - every flow is registered by one of these
+
+    def _taken(self, name: str, flow_cls: type[Flow], *, named: bool) -> str:
+        """Why ``flow_cls`` cannot be registered under ``name``, and what to change."""
+        owner = self._owner(name)
+        head = f"a flow named {name!r} is already registered ({owner})"
+        suggestion = _snake(flow_cls.__name__)
+        if suggestion == name or suggestion in self.flows:
+            suggestion = f"{suggestion}_2"
+        cls_name = flow_cls.__qualname__
+        if named:
+            return f"{head}: pass another name to add_flow({flow_cls.__name__}, name=...)"
+        if self.by_class.get(flow_cls) == name:
+            return f"{head}: register each flow once, or the second under another name=..."
+        if name == MAIN:
+            return (
+                f"{head}: 'main' is reserved for them; set `name = \"{suggestion}\"` on {cls_name}"
+            )
+        definer = next((c for c in flow_cls.__mro__ if c.__dict__.get("name")), None)
+        if definer is not None and definer is not flow_cls:
+            return (
+                f"{head}: {cls_name} inherits `name = {name!r}` from {definer.__qualname__}, "
+                "and each flow needs its own name (it is written in every command_id). Set "
+                f'`name = "{suggestion}"` on {cls_name}, or pass '
+                f"add_flow({flow_cls.__name__}, name=...)"
+            )
+        why = "sets that name" if definer is flow_cls else "is named after its class"
+        return (
+            f"{head}: {cls_name} {why}; set another `name = ...` on {cls_name}, or pass "
+            f"add_flow({flow_cls.__name__}, name=...)"
+        )
 
     def _route(self, name: str, inbound: Routes, outbound: Routes) -> None:
         for routes, table in ((inbound, self.inbound), (outbound, self.outbound)):
@@ -140,8 +187,14 @@ class Registry:
         return self.flows.get(name)
 
     def hook(self, flow: FlowSpec, name: str) -> Handler | None:
-        """A flow's hook, else the app-wide one registered with the decorators."""
-        return flow.hooks.get(name) or self.flows[MAIN].hooks.get(name)
+        """A flow's hook, else the app-wide one registered with the decorators.
+
+        ``on_result`` is never missing: without one, a handler that fails with a
+        :class:`FlowError` saying that a command was sent without ``.then(step)``."""
+        hook = flow.hooks.get(name) or self.flows[MAIN].hooks.get(name)
+        if hook is None and name == "on_result":
+            return _no_then
+        return hook
 
     def first_flow(self, req: RTRequest) -> str:
         """The flow of a call's first callback, from the routing tables alone."""
@@ -203,6 +256,24 @@ class Registry:
         if handler is None:  # routed here as a last resort: nothing can answer
             raise LookupError(f"no {'outbound' if call.is_outbound else 'inbound'} handler")
         return await handler(call)
+
+
+async def _no_then(call: Call) -> Any:
+    """The result of a command sent without ``.then(step)``, and no ``on_result``."""
+    command = call.command or "command"
+    example = f"{command}(...)" if call.command else "read(...)"
+    raise FlowError(
+        f"flow {call.flow}: the result of a {command} came back, but that {command} was sent "
+        "without .then(step) and no on_result hook is registered. Send it to the step that "
+        f"reads its result: `return {example}.then(self.next_step)` (`.then(next_step)` in "
+        "function style); or register `@app.on_result` (`async def on_result(self, call)` "
+        "in a Flow) to receive such results"
+    )
+
+
+def _snake(name: str) -> str:
+    """``VipMenu`` -> ``vip_menu``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower() or "flow"
 
 
 def _code_of(handler: Any) -> CodeType | None:
