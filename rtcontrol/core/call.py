@@ -21,7 +21,11 @@ T = TypeVar("T")
 
 
 class CallServices(Protocol):
-    """What a handler may ask of the framework about calls (the ``App`` provides it)."""
+    """What a handler may ask of the framework about calls (the ``App`` provides it).
+
+    ``state``: the app's dependencies (a namespace filled by its lifespan)."""
+
+    state: Any
 
     async def interrupt(self, callid: int, then: Any = None) -> bool: ...
 

@@ -120,6 +120,7 @@ class Engine:
         registry.sessions.size = settings.flow_cache
         registry.sessions.idle = min(settings.call_ttl, SESSION_IDLE)
         registry.journal_limit = settings.journal_limit
+        registry.services = services
         self.deliveries = Deliveries(self)
         self.hangups = Hangups(self, self.deliveries.cancel)
         self.watchdog = Watchdog(settings.blocking_warn, registry.handler_codes)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ConfigurationError, FlowError, RegistrationError
 from ..protocol import RTRequest
-from .call import Call
+from .call import Call, CallServices
 from .flow import Flow, FlowSpec, Handler, check_flow_name, check_handler
 from .straight import RUN_STEP, ScriptRunner, SessionCache
 
@@ -40,6 +40,8 @@ class Registry:
         #: This worker's suspended straight-line coroutines (sized by the engine).
         self.sessions = SessionCache(10_000, 6 * 3600.0)
         self.journal_limit = 1000
+        #: The App's services (interrupt, hang-up, ``state``), given by the engine.
+        self.services: CallServices | None = None
 
     # ------------------------------------------------------------------ registration
 
@@ -119,7 +121,9 @@ class Registry:
                 f"register {qualname} under another name with name=..."
             )
         if spec is None:
-            runner = ScriptRunner(flow_name, self.sessions, lambda: self.journal_limit)
+            runner = ScriptRunner(
+                flow_name, self.sessions, lambda: self.journal_limit, lambda: self.services
+            )
             spec = FlowSpec(flow_name, steps={RUN_STEP: runner}, script=runner)
         assert spec.script is not None
         spec.script.add(fn, version, retired=retired)

@@ -68,7 +68,7 @@ from .actions import Action, ActionKind
 from .journal import Journal, Once, Patch, Report, Sent, describe, digest
 
 if TYPE_CHECKING:
-    from .call import Call
+    from .call import Call, CallServices
 
 __all__ = [
     "RUN_STEP",
@@ -466,11 +466,19 @@ class LiveCall:
     :meth:`once`.
     """
 
-    __slots__ = ("_request", "_session", "state", "variables")
+    __slots__ = ("_request", "_session", "app", "state", "variables")
 
-    def __init__(self, session: Session, request: RTRequest, state: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        session: Session,
+        request: RTRequest,
+        state: dict[str, Any],
+        app: CallServices | None = None,
+    ) -> None:
         self._session = session
         self._request = request
+        #: The ``App`` serving the call: ``call.app.state`` holds its dependencies.
+        self.app = app
         self.state = state
         self.variables: dict[str, Any] = {}
 
@@ -839,13 +847,18 @@ class ScriptRunner:
     """
 
     def __init__(
-        self, name: str, cache: SessionCache, limit: Callable[[], int] | int = 1000
+        self,
+        name: str,
+        cache: SessionCache,
+        limit: Callable[[], int] | int = 1000,
+        services: Callable[[], CallServices | None] | None = None,
     ) -> None:
         self.name = name
         self.cache = cache
         self.versions: dict[str, ScriptFn] = {}
         self.current: str | None = None
         self._limit = limit
+        self._services = services
 
     @property
     def limit(self) -> int:
@@ -995,7 +1008,8 @@ class ScriptRunner:
                 "retired=True until their calls end)"
             )
         session = Session(self, req.callid, journal)
-        live = LiveCall(session, req, _json_copy(journal.data))
+        services = self._services() if self._services is not None else None
+        live = LiveCall(session, req, _json_copy(journal.data), services)
         session.live = live
         session.coro = _body(session, fn)
         return session

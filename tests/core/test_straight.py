@@ -892,3 +892,22 @@ async def test_an_interrupt_from_an_app_without_the_calls_flow_says_so(
     with pytest.raises(RegistrationError, match="does not register"):
         await script.interrupt(CALL, then=to_agent)
     assert await script.interrupt(CALL, then=play(tts("Transferring"))) is True
+
+
+async def test_a_straight_line_flow_reaches_the_apps_dependencies(
+    make_app: Callable[..., App],
+) -> None:
+    a, b = make_app(), make_app()
+    for app, name in ((a, "crm-a"), (b, "crm-b")):
+        app.state.crm = name
+
+        @app.inbound_call(name="deps")
+        async def deps(call: LiveCall) -> None:
+            assert call.app is not None
+            await call.play(tts(f"via {call.app.state.crm}"))
+            await call.play(tts(f"then {call.app.state.crm}"))
+
+    r0 = await a.handle_callback(first(CALL))
+    assert media(r0) == "via crm-a"
+    r1 = await b.handle_callback(report(CALL, r0))  # replayed on b: b's own dependencies
+    assert media(r1) == "then crm-b"

@@ -222,10 +222,16 @@ async def test_lifespan_pings_the_store_and_closes_it(counter: Counter) -> None:
 
 
 async def test_lifespan_fails_when_the_store_is_down(counter: Counter) -> None:
+    """The server is told in one line (``lifespan.startup.failed``), no traceback."""
     api = counting_app(counter, store=DownStore()).asgi()
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(AssertionError) as info:
         async with lifespan(api):
             pass
+    message = info.value.args[0]
+    assert message["type"] == "lifespan.startup.failed"
+    assert message["message"].startswith("cannot start: the store is unreachable")
+    assert "RTCONTROL_STORE_URL" in message["message"]
+    assert "\n" not in message["message"]
 
 
 # ------------------------------------------------------------- a real uvicorn server
