@@ -898,16 +898,19 @@ async def test_a_straight_line_flow_reaches_the_apps_dependencies(
     make_app: Callable[..., App],
 ) -> None:
     a, b = make_app(), make_app()
-    for app, name in ((a, "crm-a"), (b, "crm-b")):
-        app.state.crm = name
+    served_by: list[Any] = []
+    for app in (a, b):
+        app.state.crm = {"name": "Ada"}
 
         @app.inbound_call(name="deps")
         async def deps(call: LiveCall) -> None:
             assert call.app is not None
-            await call.play(tts(f"via {call.app.state.crm}"))
-            await call.play(tts(f"then {call.app.state.crm}"))
+            await call.play(tts(f"Hello {call.app.state.crm['name']}"))
+            served_by.append(call.app)
+            await call.play(tts("bye"))
 
     r0 = await a.handle_callback(first(CALL))
-    assert media(r0) == "via crm-a"
-    r1 = await b.handle_callback(report(CALL, r0))  # replayed on b: b's own dependencies
-    assert media(r1) == "then crm-b"
+    assert media(r0) == "Hello Ada"
+    r1 = await b.handle_callback(report(CALL, r0))  # replayed on b, with b's dependencies
+    assert media(r1) == "bye"
+    assert served_by == [b]
