@@ -1,8 +1,9 @@
 """The callback endpoint as a bare ASGI app: HTTP in, ``RTRequest`` to the handler,
 :class:`~rtcontrol.core.ports.Reply` out.
 
-It checks HTTP Basic credentials in constant time, bounds the body, parses it and
-hands it to ``handler.handle_callback``. Every refusal is a short JSON error that
+It checks HTTP Basic credentials in constant time (a refusal is logged, rate-limited
+per client address: :class:`RefusalLog`), bounds the body, parses it and hands it to
+``handler.handle_callback``. Every refusal is a short JSON error that
 never echoes the input; nothing answers 500: a handler that raises gets
 ``handler.safe_reply(request)`` and a log line. It is written against ASGI itself,
 not Starlette request objects, because it runs for every step of every call: the
@@ -20,6 +21,7 @@ import binascii
 import hmac
 import json
 import math
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Protocol
 
@@ -37,6 +39,7 @@ __all__ = [
     "BasicAuth",
     "CallbackEndpoint",
     "CallbackSwitch",
+    "RefusalLog",
     "auth_for",
     "callback_paths",
     "error_body",
@@ -93,6 +96,70 @@ class BasicAuth:
         login_ok = hmac.compare_digest(login, self._login)
         password_ok = hmac.compare_digest(password, self._password)
         return bool(colon) & login_ok & password_ok
+
+
+class RefusalLog:
+    """One WARNING on ``rtcontrol.app`` per refused callback (HTTP 401), rate-limited.
+
+    At most one line per ``window`` seconds (60 by default) per client address (the
+    ASGI ``client`` host, i.e. the proxy's address unless the server trusts forwarded
+    headers); refusals in between are counted and the count is given on the next line
+    for that address. The line says why (no credentials, not HTTP Basic, wrong login or
+    password) and what to check; it never contains the Authorization header, the login
+    or the password. At most ``max_clients`` addresses are remembered (the least
+    recently refused are forgotten first), so a flood from many addresses costs bounded
+    memory.
+    """
+
+    def __init__(
+        self,
+        window: float = 60.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 1024,
+    ) -> None:
+        self.window = window
+        self._clock = clock
+        self._max = max_clients
+        #: client address -> (time of its last warning, refusals since then)
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def refused(self, scope: Scope, header: str | None) -> None:
+        client = _client_address(scope)
+        now = self._clock()
+        last = self._seen.pop(client, None)
+        if last is not None and now - last[0] < self.window:
+            self._seen[client] = (last[0], last[1] + 1)
+            return
+        self._seen[client] = (now, 0)
+        while len(self._seen) > self._max:
+            del self._seen[next(iter(self._seen))]
+        more = last[1] if last is not None else 0
+        app_log.warning(
+            "callback refused (401, %s) from %s: check that the REALTIME10 app's "
+            "login/password match RTCONTROL_CALLBACK_LOGIN/RTCONTROL_CALLBACK_PASSWORD%s",
+            _refusal_reason(header),
+            client,
+            f" ({more} more from this address since the last warning)" if more else "",
+            extra={"client": client},
+        )
+
+
+def _client_address(scope: Scope) -> str:
+    client = scope.get("client")
+    host = client[0] if client else None
+    if not isinstance(host, str) or not host:
+        return "an unknown address"
+    return "".join(c if c.isprintable() and not c.isspace() else "?" for c in host[:64])
+
+
+def _refusal_reason(header: str | None) -> str:
+    """Why a header was refused, without a word of what it holds."""
+    if not header or not header.strip():
+        return "no credentials"
+    if header.partition(" ")[0].lower() != "basic":
+        return "not HTTP Basic"
+    return "wrong login or password"
 
 
 def auth_for(app: _HasSettings) -> BasicAuth | None:
@@ -198,6 +265,7 @@ class CallbackEndpoint:
         self.auth = auth_for(app)
         self.limit = app.settings.max_body
         self.gate = process.ProcessGate(app.store)
+        self.refusals = RefusalLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.gate.epoch != process.EPOCH and self.gate.refuse_request():
@@ -214,6 +282,7 @@ class CallbackEndpoint:
             elif name == b"x-request-start":
                 start = value
         if self.auth is not None and not self.auth(auth):
+            self.refusals.refused(scope, auth)
             await _send_error(send, 401, "authentication required", CHALLENGE)
             return
         if not is_json(content_type):
