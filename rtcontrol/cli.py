@@ -565,22 +565,115 @@ _CALL_NAMES = {
 }
 
 
+def _control_url(api_url: str | None) -> str:
+    """The emulator's control API next to its JSON-RPC URL (``/control/v1``)."""
+    from urllib.parse import urlsplit
+
+    url = api_url or os.environ.get("CALLR_API_URL") or ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise _fail(
+            "--inbound needs the emulator's address: --api-url or CALLR_API_URL "
+            "(e.g. http://127.0.0.1:8765/json-rpc/v1.1/)"
+        )
+    return f"{parts.scheme}://{parts.netloc}/control/v1"
+
+
+def _control(method: str, url: str, body: Any = None) -> Any:
+    """One control API request; its failures are one error line (2 when it refused
+    the input, 1 when it cannot be reached or is not there)."""
+    import httpx
+
+    try:
+        response = httpx.request(method, url, json=body, timeout=30, trust_env=False)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach the emulator's control API at {url}: {exc}") from None
+    if response.status_code == 404 and "error" not in response.text:
+        raise _fail(f"no control API at {url} (is --api-url the rtcontrol emulator?)")
+    try:
+        data = response.json()
+    except ValueError:
+        raise _fail(f"the control API at {url} answered {response.status_code}, not JSON") from None
+    if response.status_code >= 400:
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        message = _scrub(str(error.get("message") or data))
+        raise _fail(message, 2 if response.status_code == 400 else 1)
+    return data
+
+
+def _inbound(
+    did: str, app_hash: str, caller: str, callee_file: str | None, api_url: str | None
+) -> None:
+    from .emulator.scripts import callee_to_json, load_script
+    from .media import Target
+
+    names = {"number": "NUMBER", "target": "NUMBER", "app": "--app"}
+    with _bad_input(names, "calls.realtime"):
+        Target(number=did)
+        _check_hash("--app", app_hash, "an app hash")
+    if caller != "BLOCKED":
+        with _bad_input({"number": "--from", "target": "--from"}):
+            Target(number=caller)
+    body: dict[str, Any] = {"app": app_hash, "from": caller, "to": did}
+    if callee_file is not None:
+        try:
+            default, _ = load_script(callee_file)
+        except OSError as exc:
+            raise _fail(f"--callee: cannot read {callee_file}: {exc.strerror or exc}", 2) from None
+        except ValueError as exc:
+            raise _fail(f"--callee: {exc}", 2) from None
+        if default is None:
+            raise _fail("--callee: the file names no default callee", 2)
+        body["callee"] = callee_to_json(default)
+    found = _control("POST", _control_url(api_url) + "/calls", body)
+    console.print(f"call id [bold]{found['callid']}[/] (inbound, app {app_hash})")
+
+
 @app.command("call", cls=_Command)
 def call_(
-    number: Annotated[str, typer.Argument(help="E.164 number to call, e.g. +33612345678.")],
+    number: Annotated[
+        str,
+        typer.Argument(help="E.164 number to call, e.g. +33612345678 (--inbound: the DID)."),
+    ],
     app_hash: Annotated[
         str, typer.Option("--app", envvar="RTCONTROL_APP_HASH", help="REALTIME10 app hash.")
     ],
     timeout: Annotated[int, typer.Option(help="Ring timeout, 5..300 s.")] = 30,
     cli: Annotated[str, typer.Option(help='Caller id: "BLOCKED" or an E.164 number.')] = "BLOCKED",
+    inbound: Annotated[
+        bool,
+        typer.Option(
+            "--inbound",
+            help="Emulator only: place an inbound call to the app, from --from to NUMBER.",
+        ),
+    ] = False,
+    caller: Annotated[
+        str, typer.Option("--from", help="--inbound: the caller's number (or BLOCKED).")
+    ] = "+33612345678",
+    callee_file: Annotated[
+        str | None,
+        typer.Option(
+            "--callee",
+            help="--inbound: a JSON/YAML callee script (default: the emulator's silent callee).",
+            show_default=False,
+        ),
+    ] = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     api_login: ApiLogin = None,
     api_password: ApiPassword = None,
 ) -> None:
-    """Start an outbound real-time call (calls.realtime); prints its request hash."""
+    """Start an outbound real-time call (calls.realtime); prints its request hash.
+
+    With --inbound (the emulator only): place an inbound call through the emulator's
+    control API; prints its call id.
+    """
     from .media import Target
     from .rpc import RealtimeOptions
+
+    if inbound:
+        _inbound(number, app_hash, caller, callee_file, api_url)
+        return
 
     with _bad_input(_CALL_NAMES, "calls.realtime"):
         target = Target(number=number, timeout=timeout)
@@ -776,17 +869,57 @@ def emulator_banner(rpc_url: str) -> list[str]:
     ]
 
 
+async def _serve_emulator(emu: Any, host: str, port: int, quiet: bool, ready: Any) -> None:
+    """The emulator's JSON-RPC, control API and page on one port; transcripts live."""
+    from .emulator import LocalServer
+    from .emulator.printer import print_events
+
+    server = LocalServer(emu.service_app, host=host, port=port, handle_signals=True)
+    async with emu:
+        await server.start()
+        ready(server)
+        printer = None if quiet else asyncio.create_task(print_events(emu.bus, console))
+        try:
+            await server.wait()
+        finally:
+            if printer is not None:
+                printer.cancel()
+                await asyncio.gather(printer, return_exceptions=True)
+            await server.stop()
+
+
 @app.command(cls=_Command)
 def emulator(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Port = 8765,
     speed: Annotated[float, typer.Option(help="Virtual seconds per real second.")] = 1.0,
+    callee_file: Annotated[
+        str | None,
+        typer.Option(
+            "--callee",
+            help="JSON/YAML callee script: one callee for every number, or "
+            '{"default": ..., "phonebook": {"+336...": ...}}.',
+            show_default=False,
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="Do not print transcripts live.")] = False,
 ) -> None:
-    """Run the local CALLR emulator (JSON-RPC at /json-rpc/v1.1/, API key emulator-api-key)."""
+    """Run the local CALLR emulator (JSON-RPC at /json-rpc/v1.1/, API key emulator-api-key),
+    its control API (/control/v1/) and the softphone page (/); prints calls live."""
     from .demo import bind_error, check_port
-    from .emulator import RPC_PATH, Emulator, ScaledClock, serve
+    from .emulator import RPC_PATH, Emulator, ScaledClock
+    from .emulator.scripts import load_script
 
     clock = ScaledClock(_positive("--speed", speed))
+    default: Any = None
+    phonebook: dict[str, Any] = {}
+    if callee_file is not None:
+        try:
+            default, phonebook = load_script(callee_file)
+        except OSError as exc:
+            raise _fail(f"--callee: cannot read {callee_file}: {exc.strerror or exc}", 2) from None
+        except ValueError as exc:
+            raise _fail(f"--callee: {exc}", 2) from None
     try:
         check_port(host, port)
     except ConfigurationError as exc:
@@ -798,15 +931,86 @@ def emulator(
         listening = True
         for line in emulator_banner(f"{server.url}{RPC_PATH}"):
             typer.echo(line)  # plain lines: no terminal width can wrap them
+        typer.echo(f"Control API at {server.url}/control/v1/, softphone page at {server.url}/")
 
+    emu = Emulator(clock=clock, phonebook=phonebook, default_callee=default)
     try:
-        asyncio.run(serve(Emulator(clock=clock), host=host, port=port, on_ready=ready))
+        asyncio.run(_serve_emulator(emu, host, port, quiet, ready))
     except OSError as exc:
         if listening:
             raise
         raise _fail(bind_error(exc, host, port)) from None
     except KeyboardInterrupt:
         pass
+
+
+@app.command(cls=_Command)
+def dev(
+    target: Annotated[str, typer.Argument(help="module:attribute of the App, e.g. apps.menu:app")],
+    host: Annotated[str, typer.Option(help="Interface to bind (both servers).")] = "127.0.0.1",
+    port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Port of the app.",
+            show_default="8000, or a free port if taken",
+        ),
+    ] = None,
+    emulator_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Port of the emulator and the page.",
+            show_default="8765, or a free port if taken",
+        ),
+    ] = None,
+    path: Annotated[str, typer.Option(help="Callback path of the app.")] = "/callback",
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the page in the default browser.")
+    ] = False,
+    reload: Annotated[bool, typer.Option(help="Restart the app when its code changes.")] = True,
+    log_level: Annotated[
+        LogLevel, typer.Option(case_sensitive=False, help="The app's log level.")
+    ] = LogLevel.info,
+) -> None:
+    """Serve an app with reload, run the emulator, wire them, and serve a softphone page."""
+    import secrets
+
+    from .demo import check_port
+    from .devpage.run import DevOptions, run_dev
+
+    if not path.startswith("/"):
+        raise _fail(f"--path must start with '/', got {path!r}", 2)
+    # Throw-away callback credentials, for this check and for the app's process.
+    password = secrets.token_urlsafe(16)
+    os.environ["RTCONTROL_CALLBACK_LOGIN"] = "callr"
+    os.environ["RTCONTROL_CALLBACK_PASSWORD"] = password
+    _check_app(_import_target(target, name="TARGET"))
+    for option, value in (("--port", port), ("--emulator-port", emulator_port)):
+        if value:
+            try:
+                check_port(host, value)
+            except ConfigurationError as exc:
+                raise _fail(f"{option}: {exc}") from None
+    opts = DevOptions(
+        target=target,
+        host=host,
+        app_port=port or None,
+        emulator_port=emulator_port or None,
+        path=path,
+        open_browser=open_browser,
+        reload=reload,
+        log_config=_log_config(log_level),
+        password=password,
+    )
+    try:
+        asyncio.run(run_dev(opts, console))
+    except KeyboardInterrupt:
+        pass
+    except RtcontrolError as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command(cls=_Command)

@@ -285,14 +285,14 @@ class Control:
             heard = callee.line.press(body.digits)
         except ValueError as exc:
             raise ControlError(400, "INVALID_PARAM", f"digits: {exc}") from None
-        self._note(call, f"presses {body.digits!r}" + ("" if heard else ": nobody listens"))
+        self._note(call, f"keypad {body.digits!r}" + ("" if heard else ": nobody listens"))
         return JSONResponse({"heard": heard, "running": call.running})
 
     async def speech(self, request: Request) -> Response:
         call, callee = self._live(request)
         body = await _body(request, Speech)
         heard = callee.line.speak(body.seconds)
-        self._note(call, f"talks for {body.seconds:g}s" + ("" if heard else ": nobody listens"))
+        self._note(call, f"speech {body.seconds:g}s" + ("" if heard else ": nobody listens"))
         return JSONResponse({"heard": heard, "running": call.running})
 
     def _note(self, call: EmulatedCall, text: str) -> None:

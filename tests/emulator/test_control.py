@@ -26,6 +26,8 @@ Event = dict[str, Any]
 WAIT = 30.0  # seconds an event may take on a busy machine
 
 PROMPT = "Press 1 for sales."
+#: 40 s of prompt at real speed: a key sent as soon as the read starts lands in it.
+LONG_PROMPT = "Press 1 for sales. " * 30
 
 
 class Stream:
@@ -241,7 +243,7 @@ async def test_global_stream_replays_from_since_then_goes_live(service: ServiceF
 
 
 async def test_live_callee_presses_a_key_during_the_prompt(service: ServiceFactory) -> None:
-    svc = await service(menu_app(), speed=1)
+    svc = await service(menu_app(media_id=tts(LONG_PROMPT)), speed=1)
     call = await svc.post("/calls", {"callee": "live"}, 201)
     assert call["live"] is True
     stream = svc.stream(f"/calls/{call['callid']}/events")

@@ -1,0 +1,195 @@
+"""``rtcontrol dev module:app``: the app with reload, the emulator, the page, wired.
+
+* the emulator serves JSON-RPC, the control API and the page on one port;
+* the app runs under ``uvicorn --reload`` in a child process whose environment points
+  its JSON-RPC client at the emulator (``CALLR_API_URL``, ``CALLR_API_KEY``) and sets
+  throw-away callback credentials (``RTCONTROL_CALLBACK_LOGIN``/``_PASSWORD``);
+* the app's callback URL is registered as an emulator app (same credentials);
+* outbound calls to any number outside the phonebook ring the page's softphone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import webbrowser
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from rtcontrol.emulator import DEFAULT_API_KEY, RPC_PATH, Emulator, LocalServer, ScaledClock
+from rtcontrol.emulator.printer import print_events
+from rtcontrol.errors import ConfigurationError
+
+__all__ = ["DevOptions", "free_or_default", "run_dev", "watch_dir"]
+
+#: How long the app may take to answer /healthz the first time (a cold import).
+START_TIMEOUT = 60.0
+CALLBACK_LOGIN = "callr"
+
+
+@dataclass(frozen=True)
+class DevOptions:
+    target: str
+    host: str = "127.0.0.1"
+    app_port: int | None = None
+    emulator_port: int | None = None
+    path: str = "/callback"
+    speed: float = 1.0
+    open_browser: bool = False
+    reload: bool = True
+    log_config: dict[str, Any] | None = None
+    #: The callback password (login ``callr``); none: a fresh random one.
+    password: str = ""
+
+
+def free_or_default(host: str, port: int | None, default: int) -> int:
+    """``port`` if given (checked by the caller); else ``default`` if free; else any free."""
+    if port is not None:
+        return port
+    for candidate in (default, 0):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, candidate))
+            except OSError:
+                continue
+            return int(probe.getsockname()[1])
+    raise ConfigurationError(f"no free port on {host}")
+
+
+def watch_dir(target: str) -> Path:
+    """The directory uvicorn watches: the target's top-level package, or its module's."""
+    top = target.partition(":")[0].split(".")[0]
+    spec = importlib.util.find_spec(top)
+    if spec is None or spec.origin in (None, "built-in", "frozen"):
+        return Path.cwd()
+    origin = Path(spec.origin)
+    return origin.parent
+
+
+def _app_command(opts: DevOptions, port: int, log_file: Path | None) -> list[str]:
+    command = [sys.executable, "-m", "uvicorn", opts.target, "--host", opts.host]
+    command += ["--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "3"]
+    if opts.reload:
+        command += ["--reload", "--reload-dir", str(watch_dir(opts.target))]
+    if log_file is not None:
+        command += ["--log-config", str(log_file)]
+    return command
+
+
+async def _wait_healthy(url: str, proc: asyncio.subprocess.Process) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + START_TIMEOUT
+    async with httpx.AsyncClient(trust_env=False, timeout=2.0) as client:
+        while True:
+            if proc.returncode is not None:
+                raise ConfigurationError(
+                    f"the app did not start (exit code {proc.returncode}; its reason is above)"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code < 500:
+                    return
+            if loop.time() > deadline:
+                raise ConfigurationError(f"the app did not answer {url} in {START_TIMEOUT:g}s")
+            await asyncio.sleep(0.1)
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(10):
+                await proc.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+async def _until_signalled() -> None:
+    """Until SIGINT or SIGTERM: both end the dev loop cleanly (the app process too)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def banner(target: str, app_url: str, rpc_url: str, page_url: str, app_hash: str) -> list[str]:
+    """What ``rtcontrol dev`` prints once everything is up (each line copyable)."""
+    return [
+        f"rtcontrol dev: {target}",
+        f"app        {app_url}  (reloads on change)",
+        f"emulator   {rpc_url}  REALTIME10 app {app_hash}",
+        f"softphone  {page_url}",
+        "Outbound calls ring the softphone; from another shell:",
+        f"rtcontrol call +33612345678 --app {app_hash} --api-url {rpc_url} "
+        f"--api-key {DEFAULT_API_KEY}",
+        "Ctrl-C to stop.",
+    ]
+
+
+async def run_dev(opts: DevOptions, console: Console) -> None:
+    """Run until interrupted (SIGINT/SIGTERM); the app process is stopped on the way out."""
+    host = opts.host
+    app_port = free_or_default(host, opts.app_port, 8000)
+    emu = Emulator(clock=ScaledClock(opts.speed))
+    emu.live_default = True
+    emulator_port = free_or_default(host, opts.emulator_port, 8765)
+    server = LocalServer(emu.service_app, host=host, port=emulator_port)
+    password = opts.password or secrets.token_urlsafe(16)
+    rpc_url = f"http://{host}:{emulator_port}{RPC_PATH}"
+    env = {k: v for k, v in os.environ.items() if k not in ("CALLR_LOGIN", "CALLR_PASSWORD")}
+    env.update(
+        CALLR_API_URL=rpc_url,
+        CALLR_API_KEY=DEFAULT_API_KEY,
+        RTCONTROL_CALLBACK_LOGIN=CALLBACK_LOGIN,
+        RTCONTROL_CALLBACK_PASSWORD=password,
+    )
+    with tempfile.TemporaryDirectory(prefix="rtcontrol-dev-") as tmp:
+        log_file = None
+        if opts.log_config is not None:
+            log_file = Path(tmp) / "logging.json"
+            log_file.write_text(json.dumps(opts.log_config))
+        async with emu:
+            await server.start()
+            proc = await asyncio.create_subprocess_exec(
+                *_app_command(opts, app_port, log_file), env=env
+            )
+            printer: asyncio.Task[None] | None = None
+            try:
+                app_url = f"http://{host}:{app_port}{opts.path}"
+                await _wait_healthy(f"http://{host}:{app_port}/healthz", proc)
+                app = emu.create_app(
+                    app_url, name=opts.target, login=CALLBACK_LOGIN, password=password
+                )
+                page_url = f"http://{host}:{emulator_port}/"
+                for line in banner(opts.target, app_url, rpc_url, page_url, app.hash):
+                    console.print(line, soft_wrap=True, highlight=False, markup=False)
+                if opts.open_browser:
+                    webbrowser.open(page_url)
+                printer = asyncio.create_task(print_events(emu.bus, console))
+                await _until_signalled()
+            finally:
+                if printer is not None:
+                    printer.cancel()
+                    await asyncio.gather(printer, return_exceptions=True)
+                await _stop(proc)
+                await server.stop()

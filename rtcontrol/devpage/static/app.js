@@ -1,0 +1,305 @@
+// rtcontrol softphone: plain JavaScript over the emulator's control API (/control/v1).
+"use strict";
+
+const API = "/control/v1";
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  current: null,        // callid of the call on the softphone
+  ringing: null,        // callid of an outbound call ringing the softphone
+  selected: null,       // callid whose transcript is shown
+  calls: new Map(),     // callid -> info
+  events: new Map(),    // callid -> [event]
+  recorder: null,
+};
+
+async function api(method, path, body) {
+  const response = await fetch(API + path, {
+    method,
+    headers: body === undefined ? {} : { "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await response.json();
+  if (!response.ok) {
+    const message = (data.error && data.error.message) || response.statusText;
+    setStatus("Error: " + message);
+    throw new Error(message);
+  }
+  return data;
+}
+
+function setStatus(text) { $("status").textContent = text; }
+
+// ------------------------------------------------------------------ speech
+function speak(items) {
+  const synth = window.speechSynthesis;
+  if (!synth || typeof window.SpeechSynthesisUtterance !== "function") return;
+  synth.cancel();
+  for (const item of items) {
+    const utterance = new window.SpeechSynthesisUtterance(item.text);
+    if (item.lang) utterance.lang = item.lang;
+    synth.speak(utterance);
+  }
+}
+
+function silence() {
+  if (window.speechSynthesis) window.speechSynthesis.cancel();
+}
+
+// ------------------------------------------------------------------ transcript
+function fmt(value) {
+  const text = JSON.stringify(value);
+  return text && text.length > 300 ? text.slice(0, 297) + "..." : text;
+}
+
+function describe(ev) {
+  const d = ev.data;
+  switch (ev.type) {
+    case "call.ringing": return ["RINGING", `${d.from || "BLOCKED"} → ${d.to} (app ${d.app})`];
+    case "call.started": return ["CALL", `${d.direction} ${d.from || "BLOCKED"} → ${d.to}${d.live ? " (softphone)" : ""}`];
+    case "post": return ["POST", d.text];
+    case "reply": {
+      if (d.timeout) return ["REPLY", "no reply within the deadline"];
+      const parts = [];
+      if (d.status !== null) parts.push(String(d.status));
+      if (d.latency_ms !== null) parts.push(`${Math.round(d.latency_ms)} ms`);
+      if (d.margin_ms !== null && !d.ignored) parts.push(`${Math.round(d.margin_ms)} ms of ${d.deadline_ms} left`);
+      if (d.ignored) parts.push("ignored");
+      const role = d.role && d.role !== "command" ? d.role : "";
+      return ["REPLY", parts.join(" · ") + " — " + d.text, role, d.margin_ms !== null && d.margin_ms < 1000];
+    }
+    case "command.started": return ["RUN", `${d.command} ${fmt(d.params || {})}`, d.role !== "command" ? d.role : ""];
+    case "command.ended": return ["RESULT", `${d.command} → ${fmt(d.result)}${d.error ? " error " + fmt(d.error) : ""}`];
+    case "break": return ["BREAK", d.text];
+    case "callee": return ["CALLEE", d.text];
+    case "platform": return ["PLATFORM", d.text];
+    case "error": return ["ERROR", d.text];
+    case "call.ended": return ["ENDED", `by ${d.ended_by}` + (d.posts !== undefined ? `, ${d.posts} POSTs, ${d.hangup_count} HANGUP` : "")];
+    default: return [ev.type, fmt(d)];
+  }
+}
+
+function row(ev) {
+  const [tag, text, role, low] = describe(ev);
+  const div = document.createElement("div");
+  div.className = "ev ev-" + ev.type.replace(".", "-");
+  div.dataset.type = ev.type;
+  const at = document.createElement("span");
+  at.className = "at";
+  at.textContent = ev.at.toFixed(2) + "s";
+  const label = document.createElement("span");
+  label.className = "tag";
+  label.textContent = tag;
+  const detail = document.createElement("span");
+  detail.className = "detail" + (low ? " margin-low" : "");
+  if (role) {
+    const badge = document.createElement("span");
+    badge.className = "role role-" + role;
+    badge.textContent = role;
+    detail.append(badge, " ");
+  }
+  detail.append(text);
+  div.append(at, label, detail);
+  return div;
+}
+
+function select(callid) {
+  state.selected = callid;
+  $("log-title").textContent = callid === null ? "" : `call ${callid}`;
+  const box = $("transcript");
+  box.replaceChildren(...(state.events.get(callid) || []).map(row));
+  renderCalls();
+}
+
+// ------------------------------------------------------------------ calls
+function renderCalls() {
+  const list = $("calls");
+  const ids = [...state.calls.keys()].sort((a, b) => b - a);
+  list.replaceChildren(...ids.map((id) => {
+    const c = state.calls.get(id);
+    const li = document.createElement("li");
+    li.textContent = `${id} ${c.direction} ${c.state}${c.ended_by ? " (" + c.ended_by + ")" : ""}`;
+    li.dataset.callid = id;
+    if (id === state.selected) li.className = "selected";
+    li.onclick = () => select(id);
+    return li;
+  }));
+}
+
+function updateButtons() {
+  const inCall = state.current !== null;
+  $("dial").disabled = inCall || state.ringing !== null;
+  $("hangup").disabled = !inCall;
+  for (const b of $("keypad").querySelectorAll("button")) b.disabled = !inCall;
+  $("incoming").hidden = state.ringing === null;
+}
+
+function onEvent(ev) {
+  if (!state.events.has(ev.callid)) state.events.set(ev.callid, []);
+  state.events.get(ev.callid).push(ev);
+  const info = state.calls.get(ev.callid) || { callid: ev.callid, direction: "", state: "" };
+  const d = ev.data;
+  switch (ev.type) {
+    case "call.ringing":
+      Object.assign(info, d);
+      if (d.live && state.current === null) {
+        state.ringing = ev.callid;
+        $("incoming-detail").textContent = `from app ${d.app} to ${d.to}`;
+        setStatus(`Ringing: call ${ev.callid}`);
+        select(ev.callid);
+      }
+      break;
+    case "call.started":
+      Object.assign(info, d);
+      if (d.live && state.ringing === ev.callid) {
+        state.ringing = null;
+        state.current = ev.callid;
+        setStatus(`In call ${ev.callid}`);
+      }
+      break;
+    case "command.started":
+      info.running = d.command;
+      if (ev.callid === state.current) onCommand(ev.callid, d);
+      break;
+    case "command.ended":
+      info.running = null;
+      if (ev.callid === state.current) {
+        $("recording").hidden = true;
+        stopRecorder(false);
+      }
+      break;
+    case "call.ended":
+      info.state = "ended";
+      info.ended_by = d.ended_by;
+      if (ev.callid === state.current || ev.callid === state.ringing) {
+        state.current = null;
+        state.ringing = null;
+        silence();
+        stopRecorder(false);
+        $("recording").hidden = true;
+        setStatus(`Call ${ev.callid} ended by ${d.ended_by}`);
+      }
+      break;
+  }
+  state.calls.set(ev.callid, info);
+  if (ev.callid === state.selected) $("transcript").append(row(ev));
+  updateButtons();
+  renderCalls();
+}
+
+function onCommand(callid, d) {
+  setStatus(`In call ${callid}: ${d.command}`);
+  if (d.say && d.say.length) {
+    $("prompt").textContent = d.say.map((s) => s.text).join(" ");
+    speak(d.say);
+  }
+  $("recording").hidden = d.command !== "record";
+  $("record-note").textContent = "";
+}
+
+// ------------------------------------------------------------------ actions
+async function dial() {
+  const body = { from: $("from").value.trim(), to: $("to").value.trim(), callee: "live" };
+  if ($("app").value) body.app = $("app").value;
+  const call = await api("POST", "/calls", body);
+  state.current = call.callid;
+  state.calls.set(call.callid, Object.assign(state.calls.get(call.callid) || {}, call));
+  setStatus(`In call ${call.callid}`);
+  select(call.callid);
+  // Events of the call may have come in before this answer: catch up on its command.
+  const seen = state.events.get(call.callid) || [];
+  const last = [...seen].reverse().find((e) => e.type.startsWith("command."));
+  if (last && last.type === "command.started") onCommand(call.callid, last.data);
+  updateButtons();
+}
+
+async function press(key) {
+  if (state.current === null) return;
+  await api("POST", `/calls/${state.current}/dtmf`, { digits: key });
+}
+
+async function hangup() {
+  if (state.current === null) return;
+  silence();
+  await api("POST", `/calls/${state.current}/hangup`);
+}
+
+async function answer() {
+  if (state.ringing === null) return;
+  await api("POST", `/calls/${state.ringing}/answer`);
+}
+
+async function decline() {
+  if (state.ringing === null) return;
+  await api("POST", `/calls/${state.ringing}/decline`, { as: "busy" });
+}
+
+async function sendSpeech(seconds) {
+  if (state.current === null) return;
+  await api("POST", `/calls/${state.current}/speech`, { seconds });
+  $("record-note").textContent = `sent ${seconds.toFixed(1)} s of speech`;
+}
+
+async function recordWithMic() {
+  if (state.recorder) { stopRecorder(true); return; }
+  const media = navigator.mediaDevices;
+  if (!media || !media.getUserMedia || typeof window.MediaRecorder !== "function") {
+    $("record-note").textContent = "No microphone here: use the stand-in recording.";
+    return;
+  }
+  try {
+    const stream = await media.getUserMedia({ audio: true });
+    const recorder = new window.MediaRecorder(stream);
+    state.recorder = { recorder, stream, started: performance.now() };
+    recorder.start();
+    $("record-mic").textContent = "Stop recording";
+    $("record-note").textContent = "Recording… talk, then stop.";
+  } catch (err) {
+    $("record-note").textContent = "Microphone not allowed: use the stand-in recording.";
+  }
+}
+
+function stopRecorder(send) {
+  const rec = state.recorder;
+  if (!rec) return;
+  state.recorder = null;
+  rec.recorder.stop();
+  for (const track of rec.stream.getTracks()) track.stop();
+  $("record-mic").textContent = "Record with the microphone";
+  if (send) sendSpeech((performance.now() - rec.started) / 1000);
+}
+
+// ------------------------------------------------------------------ start
+async function start() {
+  const info = await api("GET", "/");
+  const apps = $("app");
+  apps.replaceChildren(...info.apps.filter((a) => a.type === "REALTIME10").map((a) => {
+    const option = document.createElement("option");
+    option.value = a.hash;
+    option.textContent = `${a.hash} ${a.name}`;
+    return option;
+  }));
+  for (const call of await api("GET", "/calls")) state.calls.set(call.callid, call);
+  renderCalls();
+  const events = new EventSource(`${API}/events?since=${info.last_event}`);
+  events.onopen = () => { $("connection").textContent = "live"; };
+  events.onerror = () => { $("connection").textContent = "reconnecting…"; };
+  events.onmessage = (message) => onEvent(JSON.parse(message.data));
+  $("dial").onclick = dial;
+  $("hangup").onclick = hangup;
+  $("answer").onclick = answer;
+  $("decline").onclick = decline;
+  $("record-mic").onclick = recordWithMic;
+  $("record-standin").onclick = () => sendSpeech(3);
+  for (const button of $("keypad").querySelectorAll("button")) {
+    button.onclick = () => press(button.dataset.key);
+  }
+  document.addEventListener("keydown", (e) => {
+    if (e.target instanceof HTMLInputElement) return;
+    if ("0123456789*#".includes(e.key) && e.key.length === 1) press(e.key);
+  });
+  updateButtons();
+  document.body.dataset.ready = "true";
+}
+
+start();

@@ -1,0 +1,133 @@
+"""Helpers of the dev-loop tests (fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("RTCONTROL_CHROMIUM", "/usr/bin/chromium")
+#: Seconds a process may take to come up on a busy 2-core machine.
+START = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CALLR_", "RTCONTROL_")) and k != "WEB_CONCURRENCY"
+    }
+    env["PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD"] = "1"
+    return {**env, **extra}
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout: float = START) -> Any:
+    """Poll ``condition`` until it returns something truthy (a condition, not a sleep)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = condition()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Proc:
+    """A CLI process whose output goes to a file (never a pipe nobody reads)."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_line(self, pattern: str, timeout: float = START) -> re.Match[str]:
+        def found() -> re.Match[str] | None:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"exited with {self.proc.returncode}:\n{self.output()}")
+            return re.search(pattern, self.output(), re.M)
+
+        match: re.Match[str] = wait_for(found, f"/{pattern}/ in the output", timeout)
+        return match
+
+    def stop(self) -> None:
+        """SIGTERM to the process (it stops what it started), then its group if needed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        try:  # the app's uvicorn (same process group) must be gone too
+            os.killpg(self.proc.pid, 0)
+        except ProcessLookupError:
+            return
+        os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def start_cli(tmp: Path, name: str, *args: str) -> Proc:
+    log = tmp / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "rtcontrol.cli", *args],
+            cwd=ROOT,
+            env=clean_env(COLUMNS="200"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Proc(proc, log)
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rtcontrol.cli", *args],
+        cwd=ROOT,
+        env=clean_env(COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class Dev:
+    """A running ``rtcontrol dev apps.menu:app``."""
+
+    proc: Proc
+    page_url: str
+    rpc_url: str
+    app_hash: str
+
+    @property
+    def control(self) -> str:
+        return self.page_url + "control/v1"
+
+    def get(self, path: str) -> Any:
+        response = httpx.get(self.control + path, timeout=30, trust_env=False)
+        response.raise_for_status()
+        return response.json()
+
+    def app_log_lines(self, pattern: str) -> list[str]:
+        return [line for line in self.proc.output().splitlines() if re.search(pattern, line)]
