@@ -16,8 +16,9 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	$(PIP) install --quiet -e .
 	touch $@
 
+# PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD: the browser tests use Debian's chromium.
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PIP) install --quiet -e '.[dev]'
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PIP) install --quiet -e '.[dev]'
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed

@@ -5,6 +5,10 @@ about what nobody knows: every UNKNOWN/INFERENCE behaviour is a field of
 :class:`EmulatorSettings`. Command durations run on a :class:`ScaledClock`, scripted
 :class:`Callee` objects play the people, and every call yields a :class:`Transcript`.
 
+As a service (``Emulator.service_app``, what ``rtcontrol emulator`` serves): JSON-RPC,
+the control API under :data:`CONTROL_PATH` (calls, scripted or live callees, the live
+event stream of :class:`EventBus`) and the softphone page.
+
 ::
 
     from rtcontrol.emulator import Callee, Emulator, Press, ScaledClock
@@ -19,17 +23,22 @@ from __future__ import annotations
 
 from .apps import App, RPCFault
 from .broadcast import Broadcast
+from .bus import ControlEvent, EventBus
 from .call import EmulatedCall
 from .callee import Action, Answer, Callee, HangUp, Leave, Press, Silence, Speak
 from .clock import Clock, ScaledClock
+from .control import CONTROL_PATH
 from .emulator import Emulator
+from .live import LiveCallee, LiveLine
 from .rooms import Rooms
 from .rpc import RPC_PATH, build_rpc_app, handle_rpc
+from .scripts import callee_from_json, callee_to_json, load_script
 from .server import LocalServer, serve
 from .settings import DEFAULT_API_KEY, DEFAULT_LOGIN, DEFAULT_PASSWORD, EmulatorSettings
 from .transcript import Event, Transcript
 
 __all__ = [
+    "CONTROL_PATH",
     "DEFAULT_API_KEY",
     "DEFAULT_LOGIN",
     "DEFAULT_PASSWORD",
@@ -40,12 +49,16 @@ __all__ = [
     "Broadcast",
     "Callee",
     "Clock",
+    "ControlEvent",
     "EmulatedCall",
     "Emulator",
     "EmulatorSettings",
     "Event",
+    "EventBus",
     "HangUp",
     "Leave",
+    "LiveCallee",
+    "LiveLine",
     "LocalServer",
     "Press",
     "RPCFault",
@@ -55,6 +68,9 @@ __all__ = [
     "Speak",
     "Transcript",
     "build_rpc_app",
+    "callee_from_json",
+    "callee_to_json",
     "handle_rpc",
+    "load_script",
     "serve",
 ]
