@@ -18,9 +18,14 @@ def python_block(heading: str) -> str:
 
 
 async def test_the_test_kit_example_passes() -> None:
+    """Run as the pytest plugin runs it: the fixture is a strict platform factory."""
+    import functools
+
+    from rtcontrol.testing import EmulatedPlatform
+
     namespace: dict[str, Any] = {}
     exec(compile(python_block("Testing your IVR offline"), "README.md", "exec"), namespace)
-    await namespace["test_sales"]()
+    await namespace["test_sales"](functools.partial(EmulatedPlatform, strict=True))
 
 
 async def test_the_client_example_against_the_emulator(monkeypatch: Any) -> None:
@@ -94,3 +99,24 @@ async def test_the_straight_line_ivr_runs_through_the_emulator() -> None:
     assert t.executed == ["read", "read", "dialout"]
     assert t.errors == []
     assert t.hangup_count == 1
+
+
+async def test_the_ask_example_runs_through_the_emulator() -> None:
+    from rtcontrol.emulator import Callee, Press, Silence
+    from rtcontrol.testing import EmulatedPlatform
+
+    namespace: dict[str, Any] = {}
+    exec(
+        compile(python_block("Prompts with retries, a voice, dependencies"), "README.md", "exec"),
+        namespace,
+    )
+    agents = namespace["AGENTS"]
+    phonebook = {n: Callee(answer_delay=1.0, hangup_after=2.0) for n in agents.values()}
+    async with EmulatedPlatform(
+        namespace["app"], speed=400.0, phonebook=phonebook, strict=True
+    ) as p:
+        t = await p.call(Callee(actions=[Press("7"), Silence(), Press("2")]))
+    assert t.executed == ["read", "read", "read", "dialout"]
+    assert t.said[1].startswith("That is not a valid choice.")
+    assert t.said[2].startswith("We did not hear you.")
+    assert t.ran[-1].params["targets"][0]["number"] == agents["2"]
