@@ -872,9 +872,10 @@ def emulator_banner(rpc_url: str) -> list[str]:
 async def _serve_emulator(emu: Any, host: str, port: int, quiet: bool, ready: Any) -> None:
     """The emulator's JSON-RPC, control API and page on one port; transcripts live."""
     from .emulator import LocalServer
+    from .emulator.control import build_service_app
     from .emulator.printer import print_events
 
-    server = LocalServer(emu.service_app, host=host, port=port, handle_signals=True)
+    server = LocalServer(build_service_app(emu), host=host, port=port, handle_signals=True)
     async with emu:
         await server.start()
         ready(server)

@@ -29,6 +29,7 @@ import httpx
 from rich.console import Console
 
 from rtcontrol.emulator import DEFAULT_API_KEY, RPC_PATH, Emulator, LocalServer, ScaledClock
+from rtcontrol.emulator.control import build_service_app
 from rtcontrol.emulator.printer import print_events
 from rtcontrol.errors import ConfigurationError
 
@@ -153,7 +154,7 @@ async def run_dev(opts: DevOptions, console: Console) -> None:
     emu = Emulator(clock=ScaledClock(opts.speed))
     emu.live_default = True
     emulator_port = free_or_default(host, opts.emulator_port, 8765)
-    server = LocalServer(emu.service_app, host=host, port=emulator_port)
+    server = LocalServer(build_service_app(emu), host=host, port=emulator_port)
     password = opts.password or secrets.token_urlsafe(16)
     rpc_url = f"http://{host}:{emulator_port}{RPC_PATH}"
     env = {k: v for k, v in os.environ.items() if k not in ("CALLR_LOGIN", "CALLR_PASSWORD")}

@@ -5,9 +5,9 @@ about what nobody knows: every UNKNOWN/INFERENCE behaviour is a field of
 :class:`EmulatorSettings`. Command durations run on a :class:`ScaledClock`, scripted
 :class:`Callee` objects play the people, and every call yields a :class:`Transcript`.
 
-As a service (``Emulator.service_app``, what ``rtcontrol emulator`` serves): JSON-RPC,
-the control API under :data:`CONTROL_PATH` (calls, scripted or live callees, the live
-event stream of :class:`EventBus`) and the softphone page.
+As a service (:func:`build_service_app`, what ``rtcontrol emulator`` serves):
+JSON-RPC, the control API under :data:`CONTROL_PATH` (calls, scripted or live callees,
+the live event stream of :class:`EventBus`) and the softphone page.
 
 ::
 
@@ -27,7 +27,7 @@ from .bus import ControlEvent, EventBus
 from .call import EmulatedCall
 from .callee import Action, Answer, Callee, HangUp, Leave, Press, Silence, Speak
 from .clock import Clock, ScaledClock
-from .control import CONTROL_PATH
+from .control import CONTROL_PATH, build_service_app
 from .emulator import Emulator
 from .live import LiveCallee, LiveLine
 from .rooms import Rooms
@@ -68,6 +68,7 @@ __all__ = [
     "Speak",
     "Transcript",
     "build_rpc_app",
+    "build_service_app",
     "callee_from_json",
     "callee_to_json",
     "handle_rpc",

@@ -61,12 +61,17 @@ class Subscription:
         self._bus = bus
         self.callid = callid
         self._queue: asyncio.Queue[ControlEvent | None] = asyncio.Queue()
+        #: True once closed (by its owner, or by :meth:`EventBus.close`).
+        self.closed = False
 
     def _offer(self, event: ControlEvent) -> None:
         if self.callid is None or event.callid == self.callid:
             self._queue.put_nowait(event)
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         self._bus._subscribers.discard(self)
         self._queue.put_nowait(None)
 
@@ -124,6 +129,11 @@ class EventBus:
                     sub._offer(event)
         self._subscribers.add(sub)
         return sub
+
+    def close(self) -> None:
+        """End every subscription (the emulator is closing): their iterators stop."""
+        for subscriber in list(self._subscribers):
+            subscriber.close()
 
     def events(self, callid: int | None = None) -> list[ControlEvent]:
         """The kept events (of one call)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -34,13 +34,11 @@ from .apps import App, RPCFault
 from .bus import ControlEvent
 from .call import EmulatedCall
 from .callee import Callee
+from .emulator import Emulator
 from .live import LiveCallee
 from .rpc import RPC_PATH
 from .scripts import callee_from_json, callee_to_json
 from .settings import DEFAULT_API_KEY
-
-if TYPE_CHECKING:
-    from .emulator import Emulator
 
 __all__ = ["CONTROL_PATH", "build_control_app", "build_service_app", "sse_lines"]
 
@@ -343,7 +341,7 @@ class Control:
                 while True:
                     event = await sub.get(KEEPALIVE)
                     if event is None:
-                        if ended:
+                        if ended or sub.closed:
                             return
                         yield ": keep-alive\n\n"
                         continue
@@ -422,7 +420,8 @@ def build_control_app(emu: Emulator) -> Starlette:
 
 
 def build_service_app(emu: Emulator) -> Starlette:
-    """JSON-RPC (``/json-rpc/v1.1/`` and ``POST /``), the control API, the dev page."""
+    """The emulator as a service: JSON-RPC (``/json-rpc/v1.1/`` and ``POST /``), the
+    control API (``/control/v1/``) and the dev page (``/``), in one ASGI app."""
     from rtcontrol.devpage import page_routes
 
     routes: list[BaseRoute] = [

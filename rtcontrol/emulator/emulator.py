@@ -116,7 +116,6 @@ class Emulator:
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._rpc_app: ASGIApp | None = None
-        self._service_app: ASGIApp | None = None
         #: Every call's events, live (the control API streams it).
         self.bus = EventBus()
         #: Numbers whose outbound calls ring a live phone (the softphone) and wait for a
@@ -149,6 +148,7 @@ class Emulator:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        self.bus.close()  # the event streams end (an SSE client sees its response end)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -170,15 +170,6 @@ class Emulator:
 
             self._rpc_app = build_rpc_app(self)
         return self._rpc_app
-
-    @property
-    def service_app(self) -> ASGIApp:
-        """JSON-RPC, the control API (``/control/v1/``) and the dev page (``/``), in one."""
-        if self._service_app is None:
-            from .control import build_service_app
-
-            self._service_app = build_service_app(self)
-        return self._service_app
 
     # --- services for commands ---------------------------------------------------------------
     def lookup(self, number: str) -> Callee:

@@ -1,6 +1,6 @@
 """The emulator's control API over real HTTP on loopback: calls, live callees, the SSE stream.
 
-Each test serves ``Emulator.service_app`` with uvicorn on a free port (SSE needs a real
+Each test serves ``build_service_app(emulator)`` with uvicorn on a free port (SSE needs a real
 server), the app under test in-process. Every wait is on an event of the stream, never
 a sleep; live calls run at real speed with long timeouts, ended by the test's input.
 """
@@ -19,6 +19,7 @@ from emu_helpers import SPEED, ScriptedApp, cmd, tts
 from rtcontrol.commands import WAIT_KEY
 from rtcontrol.emulator import Emulator, EmulatorSettings, LocalServer, ScaledClock
 from rtcontrol.emulator.bus import EVENT_TYPES, EventBus
+from rtcontrol.emulator.control import build_service_app
 from rtcontrol.emulator.feed import reply_role, spoken
 from rtcontrol.emulator.scripts import callee_from_json, callee_to_json, load_script
 
@@ -112,7 +113,7 @@ async def service() -> AsyncIterator[ServiceFactory]:
             transport=httpx.ASGITransport(app.asgi),
         )
         emu.create_app(app.url)
-        server = LocalServer(emu.service_app)
+        server = LocalServer(build_service_app(emu))
         await server.start()
         client = httpx.AsyncClient(base_url=server.url + "/control/v1", trust_env=False)
         found = Service(emu, client, app)
@@ -439,3 +440,13 @@ def test_spoken_texts_and_event_types() -> None:
     for i in range(3):
         bus.publish("platform", 1, float(i))
     assert [e.seq for e in bus.history] == [2, 3]
+
+
+async def test_closing_the_emulator_ends_every_event_stream(service: ServiceFactory) -> None:
+    svc = await service(menu_app())
+    stream = svc.stream("/events")
+    await svc.post("/calls", {"callee": {"actions": [{"press": "1"}]}}, 201)
+    await stream.wait(lambda e: e["type"] == "call.ended")
+    await svc.emu.aclose()
+    await stream.until_closed()  # the server ended the response: no 2 s graceful wait
+    assert stream.closed
