@@ -333,6 +333,18 @@ class Engine:
             and current.seq < ref.seq <= current.seq + MAX_LOST_WRITES
             and ref.flow in (record.flow, "-")  # every id we send names the call's flow
         )
+        if ahead and record.journal is not None:
+            # A straight-line call's journal is behind the platform: no report may be
+            # fed to another command than the one it answers.
+            app_log.error(
+                "callid=%s: report %r is ahead of the stored straight-line call (the store "
+                "lost a write): its journal cannot go on; answering with the fallback",
+                req.callid,
+                req.command_id,
+            )
+            return Decision(
+                self._fallback_body(req, seq=ref.seq if ref else 0), Disposition.FALLBACK, "-"
+            )
         if record.current is None or ahead:
             # Ahead of the record: the store lost our last write (Redis restarted between
             # a callback's lock and its save). The echoed id is the truth: go on from it.
@@ -606,6 +618,7 @@ class Engine:
         try:
             result = task.result()
         except (FlowError, OutputError) as exc:  # the reason says it all: no traceback
+            record.journal = None  # a failed straight-line flow is not replayed again
             handler_log.error(
                 "callid=%s: %s: %s; answering with the fallback",
                 req.callid,
@@ -622,7 +635,10 @@ class Engine:
                 Disposition.FALLBACK,
                 report=report,
             )
-        except Exception:  # TimeoutError included: a handler's own timeout is its error
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # TimeoutError, a CancelledError the handler raised: its error
+            record.journal = None
             handler_log.exception(
                 "callid=%s: handler %s.%s raised; answering with the fallback",
                 req.callid,

@@ -85,6 +85,10 @@ T = TypeVar("T")
 
 flow_log = logging.getLogger("rtcontrol.handler")
 
+#: ``call.restart()`` calls in one callback before the flow is stopped (a flow that
+#: restarts without sending a command would never answer).
+MAX_RESTARTS = 10
+
 #: The one step of a straight-line flow: every command it sends reports to it.
 RUN_STEP = "run"
 
@@ -238,8 +242,11 @@ class Session:
         self.settled = _Flag()
         self.touched = time.monotonic()
 
-    def hang_up(self) -> CallHungUp:
-        """The CallHungUp to raise in the flow (once raised, ``once()`` runs for cleanup)."""
+    def hang_up(self) -> BaseException:
+        """What to raise in the ending flow: CallHungUp the first time (then ``once()``
+        runs for cleanup); a flow that swallowed it and sends again is stopped."""
+        if self.hung_up:
+            return _Discarded()
         self.hung_up = True
         return CallHungUp("the call has ended", callid=self.callid)
 
@@ -295,6 +302,9 @@ async def _advance(
                 return _Next(yielded.command)
             if yielded is None:  # a bare yield (asyncio.sleep(0))
                 await asyncio.sleep(0)
+                continue
+            if not hasattr(yielded, "_asyncio_future_blocking"):  # as a Task says it
+                throw = RuntimeError(f"bad yield in a straight-line flow: {yielded!r}")
                 continue
             future: asyncio.Future[Any] = yielded
             future._asyncio_future_blocking = False  # as a Task does
@@ -629,6 +639,9 @@ class LiveCall:
         """
         session = self._live_session()
         what = _name_of(fn)
+        args_digest = _args_digest(args, kwargs)
+        if args_digest:
+            what = f"{what}#{args_digest}"
         i = session.position
         journal = session.journal
         if i < len(journal):
@@ -773,8 +786,27 @@ class LiveCall:
 
 
 def _name_of(fn: Any) -> str:
+    """A name for ``fn`` that is the same in every process (never an address)."""
+    if isinstance(fn, functools.partial):
+        return f"partial({_name_of(fn.func)})"
     fn = getattr(fn, "__func__", fn)
-    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if not isinstance(name, str):  # a callable object: its type names it
+        name = type(fn).__qualname__
+    return name
+
+
+def _args_digest(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """The arguments of a ``once()``, when they are JSON (else not checked: an object's
+    default repr differs from one process to the next)."""
+    try:
+        text = _CANONICAL_ARGS.encode([list(args), kwargs])
+    except (TypeError, ValueError):
+        return ""
+    return digest({"a": text})
+
+
+_CANONICAL_ARGS = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _describe_entry(entry: Any) -> str:
@@ -896,8 +928,11 @@ class ScriptRunner:
                 raise FlowError(f"flow {self.name} has only retired versions")
             journal = Journal(self.current, secrets.token_hex(4), _json_copy(call.state))
         else:
-            if stored.done:
+            if stored.done:  # the flow returned: its last command reported
                 call._journal_next = stored
+                action = call._action
+                if action is not None and action.command is not None:
+                    return action.command.then(RUN_STEP)  # an interrupt's command, then bye
                 return commands.hangup()
             held = self.cache.get(req.callid)
             if held is not None and _holds(held, stored):
@@ -905,6 +940,8 @@ class ScriptRunner:
                 # command. Its own copy of the journal goes on (the stored one stays as
                 # it was, for a hold written meanwhile).
                 journal = held.journal
+                if held.live is not None:
+                    held.live._request = req  # call.status: the callback that resumed it
                 entry = journal.report_last(
                     Report(req.command_result, req.command_error, call._action)
                 )
@@ -934,15 +971,24 @@ class ScriptRunner:
 
     async def _run(self, call: Call, req: RTRequest, journal: Journal) -> Command:
         """Resume (or catch up) this worker's copy of the flow, or replay it."""
+        restarts = 0
         while True:
             resumed = self._resumable(req.callid, journal)
             if resumed is not None:
                 session, report_ = resumed
+                if session.live is not None:
+                    session.live._request = req
                 signal = await _advance(session, send=report_)
             else:
                 session = self._replay(req, journal)
                 signal = await _advance(session)
             if isinstance(signal, _Restart):
+                restarts += 1
+                if restarts > MAX_RESTARTS:
+                    raise FlowError(
+                        f"flow {self.name}: call.restart() {restarts} times in one callback "
+                        "without sending a command"
+                    )
                 journal = self._restarted(session, journal)
                 continue
             break
@@ -960,6 +1006,10 @@ class ScriptRunner:
         live = session.live
         assert live is not None
         if isinstance(signal, _Failed):
+            if not isinstance(signal.error, Exception):  # CancelledError or another base
+                raise FlowError(
+                    f"flow {self.name} raised {type(signal.error).__name__}: {signal.error}"
+                ) from signal.error
             raise signal.error
         if isinstance(signal, _Restart):  # pragma: no cover - handled by the caller
             raise FlowError("restart outside the runner loop")
@@ -1124,7 +1174,9 @@ async def _body(session: Session, fn: ScriptFn) -> _Signal:
         return _Failed(session.failure or FlowError(f"flow {session.runner.name} was dropped"))
     except (Interrupted, CallHungUp):
         return _Finished(None)  # let escape: the flow ends quietly
-    except Exception as exc:  # the flow's own error: the call gets the fallback
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # the flow's own error: the call gets the fallback
         return _Failed(exc)
     if session.failure is not None:  # it swallowed the _Discarded of a broken rule
         return _Failed(session.failure)
