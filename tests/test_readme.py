@@ -120,3 +120,27 @@ async def test_the_ask_example_runs_through_the_emulator() -> None:
     assert t.said[1].startswith("That is not a valid choice.")
     assert t.said[2].startswith("We did not hear you.")
     assert t.ran[-1].params["targets"][0]["number"] == agents["2"]
+
+
+async def test_the_first_ivr_path_runs(tmp_path: Any, monkeypatch: Any) -> None:
+    """Steps 2 and 3 of "Your first IVR in 10 minutes", as written."""
+    import functools
+    import sys
+
+    from rtcontrol.testing import EmulatedPlatform
+
+    section = README.read_text().split("## Your first IVR in 10 minutes\n", 1)[1]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    ivr, test = (textwrap_dedent(b) for b in blocks[:2])
+    (tmp_path / "myivr.py").write_text(ivr)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("myivr", None)
+    namespace: dict[str, Any] = {}
+    exec(compile(test, "README.md", "exec"), namespace)
+    await namespace["test_french"](functools.partial(EmulatedPlatform, strict=True))
+
+
+def textwrap_dedent(text: str) -> str:
+    import textwrap
+
+    return textwrap.dedent(text)
