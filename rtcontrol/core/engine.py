@@ -617,34 +617,24 @@ class Engine:
             return decision
         try:
             result = task.result()
-        except (FlowError, OutputError) as exc:  # the reason says it all: no traceback
-            record.journal = None  # a failed straight-line flow is not replayed again
-            handler_log.error(
-                "callid=%s: %s: %s; answering with the fallback",
-                req.callid,
-                type(exc).__name__,
-                exc,
-            )
-            record.state = await self._state_before(req, record)
-            return await self._finish(
-                req,
-                record,
-                self.fallback,
-                call.variables,
-                step,
-                Disposition.FALLBACK,
-                report=report,
-            )
         except (KeyboardInterrupt, SystemExit):
             raise
-        except BaseException:  # TimeoutError, a CancelledError the handler raised: its error
-            record.journal = None
-            handler_log.exception(
-                "callid=%s: handler %s.%s raised; answering with the fallback",
-                req.callid,
-                flow.name,
-                step,
-            )
+        except BaseException as exc:  # TimeoutError, a CancelledError it raised: its error
+            record.journal = None  # a failed straight-line flow is not replayed again
+            if isinstance(exc, FlowError | OutputError):  # the reason says it all
+                handler_log.error(
+                    "callid=%s: %s: %s; answering with the fallback",
+                    req.callid,
+                    type(exc).__name__,
+                    exc,
+                )
+            else:
+                handler_log.exception(
+                    "callid=%s: handler %s.%s raised; answering with the fallback",
+                    req.callid,
+                    flow.name,
+                    step,
+                )
             record.state = await self._state_before(req, record)  # a failed step changes none
             return await self._finish(
                 req,
