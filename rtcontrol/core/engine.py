@@ -28,8 +28,8 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from ..commands import Command, hangup
 from ..errors import (
@@ -76,10 +76,12 @@ from .replies import (
 )
 from .runner import current_scope, finished_by, start
 from .straight import RUN_STEP, current_live, script_action
-from .transaction import CallLocks, Timing, Txn, brief
+from .transaction import MIN_LAST_TRIP, CallLocks, Timing, Txn, brief
 from .watchdog import Watchdog
 
 __all__ = ["Decision", "Engine"]
+
+T = TypeVar("T")
 
 app_log = logging.getLogger("rtcontrol.app")
 handler_log = logging.getLogger("rtcontrol.handler")
@@ -202,12 +204,21 @@ class Engine:
         if self._background_loop is not asyncio.get_running_loop():
             self.start_background()
         wait = self.timing.lock_wait_for(started, self.clock.monotonic(), terminal=terminal)
+        # A callback's store work is bounded by one deadline: the reply must leave in
+        # time whatever the store does (a reconnect, a script sent again after a
+        # restart, a lapsed lease taken again are each one more bounded round trip).
+        # A terminal callback waits for the lock as long as a holder may keep it, but
+        # its write is bounded too: past the deadline it is refused and kept (K2). An
+        # in-process store answers at once: no timer (about 4 us each).
+        bounded = self.store.shared or not self.store.bounded
+        write_by = self.timing.hard_deadline(started) if bounded else None
+        hard = None if terminal else write_by
         try:
-            txn = await self.locks.open(req.callid, wait=wait)
+            txn = await self._within(hard, self.locks.open(req.callid, wait=wait))
         except (StoreError, TimeoutError, OSError) as exc:
             return self._not_ready(req, envelope, exc)
         try:
-            decision = await self._decide(req, envelope, txn, started)
+            decision = await self._within(hard, self._decide(req, envelope, txn, started))
         except (StoreError, TimeoutError, OSError) as exc:  # the store blinked mid-way
             self.spawn(txn.release())  # the reply does not wait for a slow store
             return self._not_ready(req, envelope, exc)
@@ -215,23 +226,16 @@ class Engine:
             await txn.release()
             raise
         if decision.text is None:
-            await txn.release()
+            if hard is not None:  # the reply does not wait for a slow store
+                self.spawn(txn.release())
+            else:
+                await txn.release()
         else:
             ended = decision.disposition is Disposition.HANGUP
             ttl = self.settings.ended_ttl if ended else self.settings.call_ttl
             try:
-                if ended:  # indexed first: a worker that dies now leaves it to the janitor
-                    await self.hangups.index(req.callid)
-                # The reply must leave in time: the write gets what is left, plus a margin.
-                # A shared store bounds each round trip itself (RTCONTROL_STORE_TIMEOUT,
-                # plus RTCONTROL_STORE_CONNECT_TIMEOUT on a new connection): an extra
-                # timer (a task) is needed only when less than that is left.
-                limit = max(self.timing.reply_deadline(started) + 0.5 - self.clock.monotonic(), 0.1)
-                s = self.settings
-                if self.store.shared and limit < s.store_timeout + s.store_connect_timeout:
-                    await asyncio.wait_for(txn.commit(decision.text, ttl=ttl), timeout=limit)
-                else:
-                    await txn.commit(decision.text, ttl=ttl)
+                # the write gets what is left of the same deadline
+                await self._within(write_by, self._commit(req, txn, decision.text, ttl, ended))
             except (StoreError, TimeoutError, OSError) as exc:
                 self.spawn(txn.release())  # the reply does not wait for a slow store
                 if decision.cancel is not None:
@@ -248,6 +252,27 @@ class Engine:
         if decision.after is not None:
             decision.after()
         return decision
+
+    async def _commit(
+        self, req: RTRequest, txn: Txn, text: str | None, ttl: float, ended: bool
+    ) -> None:
+        if ended:  # indexed first: a worker that dies now leaves it to the janitor
+            await self.hangups.index(req.callid)
+        await txn.commit(text, ttl=ttl)
+
+    async def _within(self, deadline: float | None, work: Awaitable[T]) -> T:
+        """``work``, cancelled at ``deadline`` (engine clock; None: unbounded) with
+        TimeoutError, but always given at least a last round trip."""
+        if deadline is None:
+            return await work
+        left = max(deadline - self.clock.monotonic(), MIN_LAST_TRIP)
+        try:
+            async with asyncio.timeout(left):
+                return await work
+        except TimeoutError as exc:
+            if str(exc):
+                raise
+            raise TimeoutError("the store did not answer before the reply deadline") from None
 
     async def _cleanup(self, keys_: tuple[str, ...]) -> None:
         """Delete what the durable record made useless (an outbound binding)."""

@@ -28,12 +28,18 @@ from .keys import call_key, lock_key
 from .ports import Clock
 from .records import CallRecord
 
-__all__ = ["CallLocks", "Timing", "Txn"]
+__all__ = ["MIN_LAST_TRIP", "CallLocks", "Timing", "Txn"]
 
 _log = logging.getLogger("rtcontrol.app")
 
 #: Smallest share of the budget kept for the store write after a handler.
 MIN_WRITE_RESERVE = 0.05
+#: Seconds past the budget a live callback's store work may still take.
+REPLY_MARGIN = 0.5
+#: Seconds after receipt by which any live reply leaves (the platform waits 5 s).
+HARD_LIMIT = 4.9
+#: The least time a store phase gets, even past the deadline (a last round trip).
+MIN_LAST_TRIP = 0.1
 
 
 class Timing:
@@ -73,6 +79,12 @@ class Timing:
 
     def reply_deadline(self, received: float) -> float:
         return received + self.budget
+
+    def hard_deadline(self, received: float) -> float:
+        """The latest a live reply may leave: the budget plus a margin for the write
+        that follows a handler finishing at its deadline, within the platform's 5 s
+        (spec 5.4, FACT: reply within 5 s of each POST)."""
+        return received + max(self.budget, min(self.budget + REPLY_MARGIN, HARD_LIMIT))
 
     def lock_wait_for(self, received: float, now: float, *, terminal: bool) -> float:
         """How long a callback may wait for its call's lock.
