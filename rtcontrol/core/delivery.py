@@ -30,6 +30,7 @@ from ..events import CommandDelivered
 from ..validate import encode_record
 from . import keys
 from .call import Call
+from .cancel import abandon
 from .parts import EngineParts
 from .records import ActionKind, Pending
 from .runner import Scope
@@ -63,7 +64,7 @@ class Deliveries:
                 if not runs:
                     del self._running[callid]
             if t.cancelled():  # even if it was cancelled before it ever ran
-                task.cancel()
+                abandon(task)
 
         runner.add_done_callback(forget)
 
@@ -114,11 +115,12 @@ class Deliveries:
         engine = self.engine
         timeout = engine.settings.background_timeout
         try:
-            result = await asyncio.wait_for(task, timeout=timeout)
+            result = await asyncio.wait_for(asyncio.shield(task), timeout=timeout)
         except asyncio.CancelledError:
-            task.cancel()
+            abandon(task)
             raise
         except TimeoutError:
+            abandon(task)
             if task.done() and not task.cancelled():  # raised by the handler itself
                 handler_log.exception(
                     "callid=%s: handler %s raised behind the hold", call.id, where

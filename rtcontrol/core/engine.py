@@ -55,6 +55,7 @@ from ..store import Store
 from ..validate import check_command, check_outgoing, encode_record
 from . import keys
 from .call import Call, CallServices
+from .cancel import abandon
 from .delivery import Deliveries
 from .flow import FlowSpec, Handler
 from .hangups import Hangups
@@ -1035,4 +1036,4 @@ def _spawn(coro: Any) -> asyncio.Task[Any]:
 
 
 def _cancel(task: asyncio.Future[Any]) -> None:
-    task.cancel()
+    abandon(task)

@@ -65,6 +65,7 @@ from ..results import (
 )
 from ..validate import encode_json
 from .actions import Action, ActionKind
+from .cancel import abandon, abandoned
 from .journal import Journal, Once, Patch, Report, Sent, describe, digest
 
 if TYPE_CHECKING:
@@ -282,6 +283,8 @@ async def _advance(
     assert coro is not None
     session.suspended = False
     session.settled.clear()
+    if not session.discarded:  # a hang-up meanwhile ends this very copy
+        session.runner.driving[session.callid] = session
     handed_over = False
     token = current_live.set(session.callid)
     try:
@@ -308,25 +311,42 @@ async def _advance(
                 continue
             future: asyncio.Future[Any] = yielded
             future._asyncio_future_blocking = False  # as a Task does
-            try:
-                await _done(future)
-            except asyncio.CancelledError:
-                # The callback gave up (the call ended behind a hold): the flow goes on
-                # in the background, so what it started (a once()) completes.
-                session.driver = _background(_finish_in_background(session, future))
-                handed_over = True
-                raise
+            while True:
+                try:
+                    await _done(future)
+                    break
+                except asyncio.CancelledError:
+                    if abandoned():
+                        # The framework gave up on this callback (the call ended behind
+                        # a hold): the flow goes on in the background, so what it
+                        # started (a once()) completes.
+                        session.driver = _background(_finish_in_background(session, future))
+                        handed_over = True
+                        raise
+                    # The flow's own (asyncio.timeout, a task group): as a task does,
+                    # cancel what it awaits; its await then raises CancelledError.
+                    if not future.cancel():
+                        throw = asyncio.CancelledError()
+                        break
     finally:
         current_live.reset(token)
         if not handed_over:
-            session.settled.set()
+            _settle(session)
+
+
+def _settle(session: Session) -> None:
+    """Nothing drives ``session`` any more (it waits at a command, or it ended)."""
+    driving = session.runner.driving
+    if driving.get(session.callid) is session:
+        del driving[session.callid]
+    session.settled.set()
 
 
 async def _finish_in_background(session: Session, future: asyncio.Future[Any]) -> _Signal:
     try:
         await _done(future)
     except BaseException:
-        session.settled.set()
+        _settle(session)
         raise
     return await _advance(session)
 
@@ -887,6 +907,9 @@ class ScriptRunner:
     ) -> None:
         self.name = name
         self.cache = cache
+        #: callid -> the copy being driven now on this worker (between two commands,
+        #: maybe behind a hold): not in the cache until it reaches its next command.
+        self.driving: dict[int, Session] = {}
         self.versions: dict[str, ScriptFn] = {}
         self.current: str | None = None
         self._limit = limit
@@ -1074,6 +1097,13 @@ class ScriptRunner:
         Returns the flow's ``call.state`` once it ended (what ``on_hangup`` sees), or
         None when no flow ran here."""
         session = self.cache.pop(req.callid)
+        running = self.driving.get(req.callid)
+        if running is not None and running is not session and not running.discarded:
+            # A copy is running between two commands here (behind a hold): the hang-up
+            # reaches its next await; a second copy would run the flow twice.
+            if session is not None:
+                session.discard()
+            session = running
         if journal is None or journal.done:
             if session is not None:
                 session.discard()
@@ -1107,9 +1137,14 @@ class ScriptRunner:
                 flow_log.info("callid=%s: the flow is not ended here: %s", req.callid, exc)
                 return None
         session.ending = True  # the flow's next command raises CallHungUp instead
+        ender = asyncio.ensure_future(_end(session, req.callid, catch_up))
         try:
-            await asyncio.wait_for(_end(session, req.callid, catch_up), timeout=budget)
+            await asyncio.wait_for(asyncio.shield(ender), timeout=budget)
+        except asyncio.CancelledError:
+            abandon(ender)
+            raise
         except TimeoutError:
+            abandon(ender)
             flow_log.error(
                 "callid=%s: flow %s still running %.0fs after the hang-up: dropped",
                 req.callid,
