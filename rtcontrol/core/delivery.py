@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import replace
 from typing import Any
 
 from ..commands import Command
@@ -202,11 +203,20 @@ class Deliveries:
                         )
                         return
                     interrupt = record.interrupt
+                    broken = False  # a break was sent for this hold already
                     if interrupt is not None and interrupt.target == record.current:
-                        # An interrupt broke this hold meanwhile: its action wins, and
-                        # one break was sent already.
-                        app_log.info("callid=%s: slow handler finished after an interrupt", callid)
-                        return
+                        if call._journal_next is None:
+                            # An interrupt broke this hold meanwhile: its action wins,
+                            # and one break was sent already.
+                            app_log.info(
+                                "callid=%s: slow handler finished after an interrupt", callid
+                            )
+                            return
+                        # A straight-line flow: the interrupt applies at the await of
+                        # this command (pending, never run), which the hold's report
+                        # reaches; a re-armed one left the break to this delivery.
+                        broken = not interrupt.rearmed
+                        record.interrupt = replace(interrupt, rearmed=False)
                     flow = engine.registry.flow(record.flow)
                     try:
                         checked, variables = engine.outgoing(command, call.variables, flow)
@@ -233,7 +243,7 @@ class Deliveries:
                     await txn.save(text, ttl=engine.settings.call_ttl)
                     ref = keys.parse_command_id(record.current or "")
                     via_break = False
-                    if ref is not None and ref.step == keys.HOLD_STEP:
+                    if ref is not None and ref.step == keys.HOLD_STEP and not broken:
                         via_break = await engine.send_break(callid)
                 engine.events.emit(CommandDelivered(callid, record.pending.command.name, via_break))
                 return
@@ -257,8 +267,6 @@ class Deliveries:
 
 def _to_bye(engine: EngineParts, command: Command) -> Command:
     """A fallback delivered later still says goodbye after its apology."""
-    from dataclasses import replace
-
     if command is engine.fallback and command.step is None and not command.ends_call:
         bye = replace(command, step=keys.BYE_STEP)
         object.__setattr__(bye, "_checked", True)

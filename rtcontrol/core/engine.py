@@ -318,6 +318,10 @@ class Engine:
         deadline = self.timing.handler_deadline(started, txn.took)
         interrupt = record.interrupt
         if interrupt is not None and _same_id(interrupt.target, req.command_id):
+            if flow.script is not None and ref is not None and ref.step == keys.HOLD_STEP:
+                held = await self._interrupt_behind_hold(req, record, interrupt)
+                if held is not None:
+                    return held
             record.interrupt = record.hold = record.pending = None
             if flow.script is not None:  # the action reaches the flow's pending await
                 return await self._run(
@@ -815,6 +819,24 @@ class Engine:
         state = raw.get("state") if isinstance(raw, dict) else None
         return dict(state) if isinstance(state, dict) else {}
 
+    async def _interrupt_behind_hold(
+        self, req: RTRequest, record: CallRecord, interrupt: Interrupt
+    ) -> Decision | None:
+        """An interrupt broke the hold of a straight-line flow still running code
+        between two awaits. It must reach the flow's next await, not the command
+        before: the caller is held again and the interrupt waits for that hold, whose
+        break the flow's delivery sends. None: the flow's next command is there (the
+        action applies to it now), or nothing runs it any more (the hold's usual end)."""
+        hold = record.hold
+        if record.pending is not None or hold is None or self.clock.wall() >= hold.until:
+            return None
+        if not await self.deliveries.alive(req.callid, hold.token):
+            return None
+        decision = await self._hold(req, record, hold.step, HoldReason.SLOW_HANDLER)
+        record.interrupt = Interrupt(record.current, interrupt.action, rearmed=True)
+        decision.text = encode_record(record.to_json(), record.state, "call record")
+        return decision
+
     async def _hold(
         self, req: RTRequest, record: CallRecord, step: str, reason: HoldReason
     ) -> Decision:
@@ -934,7 +956,9 @@ class Engine:
                 and current is not None
                 and current.step == keys.HOLD_STEP
             )
-            record.interrupt = Interrupt(record.current, action)
+            # A re-armed interrupt still owes its break to the delivery it waits for.
+            rearmed = replaced and record.interrupt is not None and record.interrupt.rearmed
+            record.interrupt = Interrupt(record.current, action, rearmed)
             await txn.save(
                 encode_record(record.to_json(), record.state, "call record"),
                 ttl=self.settings.call_ttl,

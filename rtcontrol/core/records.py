@@ -37,6 +37,15 @@ class Interrupt:
 
     target: CommandId | None
     action: Action
+    #: The break for ``target`` is still to be sent (by the delivery of a straight-line
+    #: flow's next command): the first break ended an earlier hold.
+    rearmed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"target": self.target, "action": self.action.to_json()}
+        if self.rearmed:
+            data["rearmed"] = True
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +131,7 @@ class CallRecord:
         if self.state:
             data["state"] = self.state
         if self.interrupt is not None:
-            data["interrupt"] = {
-                "target": self.interrupt.target,
-                "action": self.interrupt.action.to_json(),
-            }
+            data["interrupt"] = self.interrupt.to_json()
         if self.hold is not None:
             h = self.hold
             data["hold"] = {"token": h.token, "until": h.until, "step": h.step}
@@ -164,7 +170,9 @@ class CallRecord:
         if (j := data.get("journal")) is not None:
             record.journal = Journal.from_json(j)
         if (i := data.get("interrupt")) is not None:
-            record.interrupt = Interrupt(i.get("target"), Action.from_json(i["action"]))
+            record.interrupt = Interrupt(
+                i.get("target"), Action.from_json(i["action"]), bool(i.get("rearmed"))
+            )
         if (h := data.get("hold")) is not None:
             request = h.get("request")
             record.hold = HoldTicket(
