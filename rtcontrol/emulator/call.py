@@ -16,6 +16,12 @@ Invariants (spec §5-§7), each tested:
   ``post_cancelled_outbound`` is on;
 * any command is breakable while it runs (UNKNOWN for the near-instant ones, which in
   practice finish before a break can land); a break is never queued.
+
+A callee may take part of this over through two hooks (:class:`CalleeHooks`; a live
+callee, the softphone, has both, a scripted :class:`Callee` neither): ``ring`` decides
+when and how an outbound call's ringing ends, ``executor`` runs a command in place of the
+platform's own executor. Everything else (the timeout, cancels, POSTs, hang-ups, breaks)
+stays the call's.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import httpx
 
@@ -31,14 +37,31 @@ from rtcontrol.commands import Command
 from rtcontrol.errors import CallEnded
 
 from .apps import App, format_datetime
-from .callee import Callee, Script
-from .execute import EXECUTORS
+from .callee import Answer, Callee, Script
+from .execute import EXECUTORS, Executor
 from .runtime import CommandContext, EndCall, Services
 from .transcript import Event, EventKind, Transcript
 from .webhook import Failure, Webhook
 from .wire import Refused
 
-__all__ = ["EmulatedCall"]
+__all__ = ["CalleeHooks", "EmulatedCall"]
+
+
+@runtime_checkable
+class CalleeHooks(Protocol):
+    """What a callee may take over from the platform (both or neither: a live callee)."""
+
+    async def ring(self) -> Answer:
+        """Ring an outbound call until the callee answers (``"answer"``) or declines.
+
+        The call owns the time: it races this against the ring timeout (NOANSWER; the hook
+        is cancelled) and against a cancel (``calls.hangup`` while ringing).
+        """
+        ...
+
+    def executor(self, name: str) -> Executor | None:
+        """The executor of command ``name`` for this callee; None: the platform's own."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -80,7 +103,9 @@ class EmulatedCall:
         cdr_field: str = "",
         request_hash: str | None = None,
         ring_timeout: float = 30.0,
+        on_answer: Callable[[EmulatedCall], None] | None = None,
     ) -> None:
+        """``on_answer`` is called when an outbound call is answered, before its first POST."""
         self._services = services
         self._settings = services.settings
         self._clock = services.clock
@@ -89,6 +114,8 @@ class EmulatedCall:
         self.callid = callid
         self.direction = direction
         self.callee = callee
+        self._hooks = callee if isinstance(callee, CalleeHooks) else None
+        self._on_answer = on_answer
         self.request_hash = request_hash
         self._number = number
         self._cli_number = cli_number
@@ -114,6 +141,7 @@ class EmulatedCall:
         self._ending = False
         self._callee_deadline = float("inf")
         self._answered_at = self.start
+        self._ringing = direction == "outbound"
         self._done = asyncio.Event()
         self._changed = asyncio.Event()
         #: An emulator bug that ended the call; :meth:`wait` re-raises it.
@@ -124,6 +152,11 @@ class EmulatedCall:
     def running(self) -> str | None:
         """Name of the command executing now (``None`` while the app is being asked)."""
         return self._running
+
+    @property
+    def ringing(self) -> bool:
+        """True while an outbound call rings (nobody answered, declined or cancelled yet)."""
+        return self._ringing and not self.ended
 
     @property
     def ended(self) -> bool:
@@ -240,28 +273,26 @@ class EmulatedCall:
         return ""
 
     async def _ring(self) -> bool:
-        callee, timeout = self.callee, self._ring_timeout
-        answers = callee.answer == "answer" and callee.answer_delay < timeout
-        behaviour = "noanswer" if callee.answer == "answer" else callee.answer
-        delay = callee.answer_delay if answers or behaviour != "noanswer" else timeout
+        timeout = self._ring_timeout
         self._log("platform", f"dialing {self._number} (timeout {timeout:g}s)")
-        self._stop = asyncio.get_running_loop().create_future()
+        stop = self._stop = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(self._stop, self._clock.real_seconds(min(delay, timeout)))
-        except TimeoutError:
-            pass
-        else:
+            behaviour = await self._ringing_ends(stop, seconds=timeout)
+        finally:
+            self._stop = None
+            self._ringing = False
+        if behaviour is None:
             self._log("platform", "cancelled while ringing")
             if self._settings.post_cancelled_outbound:
                 self._ending = True
                 await self._webhook.tell(self._request(_Report(), "HANGUP"))
             self._end("cancel")
             return False
-        finally:
-            self._stop = None
-        if answers:
+        if behaviour == "answer":
             self._log("callee", "answers")
             self._answered_at = self._clock.now()
+            if self._on_answer is not None:
+                self._on_answer(self)
             return True
         status = self._settings.unanswered_status[behaviour]
         self._log("callee", f"does not answer: {status}")
@@ -271,9 +302,41 @@ class EmulatedCall:
         self._end("unanswered")
         return False
 
+    async def _ringing_ends(self, stop: asyncio.Future[str], *, seconds: float) -> Answer | None:
+        """How ``seconds`` of ringing end: the callee's answer (``noanswer`` when it rang
+        them all), or None when the call is cancelled first."""
+        if self._hooks is None:
+            callee = self.callee
+            answers = callee.answer == "answer" and callee.answer_delay < seconds
+            behaviour = "noanswer" if callee.answer == "answer" else callee.answer
+            delay = callee.answer_delay if answers or behaviour != "noanswer" else seconds
+            try:
+                await asyncio.wait_for(stop, self._clock.real_seconds(min(delay, seconds)))
+            except TimeoutError:
+                return "answer" if answers else behaviour
+            return None
+        person = asyncio.create_task(self._hooks.ring())
+        either: set[asyncio.Future[Any]] = {person, stop}
+        try:
+            await asyncio.wait(
+                either,
+                timeout=self._clock.real_seconds(seconds),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            if not person.done():
+                person.cancel()
+                await asyncio.gather(person, return_exceptions=True)
+        if stop.done():
+            return None
+        if person.cancelled():
+            return "noanswer"
+        return person.result()
+
     async def _execute(self, command: Command) -> _Outcome:
         ctx = self._context(command.name)
-        executor = EXECUTORS[command.name]
+        own = self._hooks.executor(command.name) if self._hooks is not None else None
+        executor = own or EXECUTORS[command.name]
         self._running = command.name
         stop = self._stop = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(executor(ctx, command.wire_params()))

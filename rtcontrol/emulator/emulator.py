@@ -37,45 +37,23 @@ from .apps import (
     format_datetime,
 )
 from .broadcast import Broadcast
-from .bus import EventBus
+from .bus import EventBus, EventType
 from .call import EmulatedCall
 from .callee import Callee
 from .clock import Clock, ScaledClock
 from .feed import CallFeed
-from .live import LiveCallee, install
+from .live import LiveCallee
 from .rooms import Rooms
 from .runtime import Leg
 from .settings import EmulatorSettings
-from .transcript import Event, Transcript
+from .transcript import Transcript
 
 __all__ = ["Emulator"]
 
 _INTERNAL_ERROR = "Oops, Internal Error. ¯\\_(ツ)_/¯"
 
-install()  # read and record of live callees (the softphone) take their input live
-
 #: How a ringing softphone call ends its ringing.
 Decision = Literal["answer", "busy", "rejected", "noanswer", "cancel", "shutdown"]
-
-
-@dataclasses.dataclass
-class Ringing:
-    """An outbound call ringing a live phone (the softphone), before anyone answers.
-
-    Its callid and request hash are reserved; the :class:`EmulatedCall` is made when the
-    ringing ends (answered, declined, unanswered after the timeout, or cancelled).
-    """
-
-    callid: int
-    request_hash: str
-    app: App
-    number: str
-    cli_number: str
-    cdr_field: str
-    timeout: float
-    started: float
-    decision: asyncio.Future[Decision]
-    launched: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
 class Emulator:
@@ -122,7 +100,15 @@ class Emulator:
         #: person to answer (``live_default``: every number not in the phonebook).
         self.live_numbers: set[str] = set()
         self.live_default = False
-        self.ringing: dict[int, Ringing] = {}
+        self._dialing: dict[int, EmulatedCall] = {}
+
+    @property
+    def ringing(self) -> dict[int, EmulatedCall]:
+        """Outbound calls ringing the softphone now, before anyone answers, declines or
+        cancels (each is a call already: it rings through its :class:`LiveCallee`)."""
+        for callid in [c for c, call in self._dialing.items() if not call.ringing]:
+            del self._dialing[callid]
+        return dict(self._dialing)
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> Emulator:
@@ -133,9 +119,6 @@ class Emulator:
 
     async def aclose(self) -> None:
         """Hang up every live call (each still gets its HANGUP POST), then close."""
-        for ring in list(self.ringing.values()):
-            if not ring.decision.done():
-                ring.decision.set_result("shutdown")
         for call in list(self._calls.values()):
             if not call.ended:
                 call.request_hangup("shutdown")
@@ -180,8 +163,6 @@ class Emulator:
         return callid
 
     def hangup_callid(self, callid: int, *, reason: str) -> bool | None:
-        if callid in self.ringing:
-            return self._cancel_ringing(callid)
         call = self._calls.get(callid)
         if call is not None:
             return call.request_hangup(reason)
@@ -196,7 +177,8 @@ class Emulator:
         if isinstance(call, EmulatedCall) and isinstance(call.callee, LiveCallee):
             line = call.callee.line
         CallFeed(self.bus, call.transcript, reply_timeout=self.settings.reply_timeout, line=line)
-        self.bus.publish("call.started", call.callid, 0.0, self.call_info(call.callid))
+        kind: EventType = "call.ringing" if call.callid in self._dialing else "call.started"
+        self.bus.publish(kind, call.callid, 0.0, self.call_info(call.callid))
         task = asyncio.get_running_loop().create_task(call.run(), name=f"call {call.callid}")
         self._spawned(task)
         task.add_done_callback(lambda _: self._ended(call))
@@ -206,6 +188,7 @@ class Emulator:
         task.add_done_callback(self._tasks.discard)
 
     def _ended(self, call: EmulatedCall | Broadcast) -> None:
+        self._dialing.pop(call.callid, None)
         t = call.transcript
         self.bus.publish(
             "call.ended",
@@ -227,83 +210,44 @@ class Emulator:
         return number in self.live_numbers or (self.live_default and number not in self.phonebook)
 
     def answer(self, callid: int, how: Decision = "answer") -> bool:
-        """End the ringing of a softphone call: ``answer``, ``busy`` or ``rejected``.
-
-        False when the call is not ringing (any more).
+        """End the ringing of a softphone call: ``answer``, ``busy`` or ``rejected`` (the
+        person), ``cancel`` (``calls.hangup``). False when the call is not ringing (any more).
         """
-        ring = self.ringing.get(callid)
-        if ring is None or ring.decision.done():
+        call = self._dialing.get(callid)
+        if call is None or not call.ringing:
             return False
-        ring.decision.set_result(how)
-        return True
-
-    def _cancel_ringing(self, callid: int) -> bool:
-        return self.answer(callid, "cancel")
+        if how == "cancel":
+            return call.request_hangup("api")
+        if how == "shutdown":
+            return call.request_hangup("shutdown")
+        assert isinstance(call.callee, LiveCallee)
+        return call.callee.line.pick_up(how)
 
     def _dial_live(self, app: App, number: str, opts: Mapping[str, Any], timeout: float) -> str:
         request_hash = self._hashes()
-        ring = Ringing(
-            callid=self.next_callid(),
-            request_hash=request_hash,
-            app=app,
-            number=number,
-            cli_number="" if opts["cli"] == "BLOCKED" else opts["cli"],
-            cdr_field=opts["cdr_field"],
-            timeout=timeout,
-            started=self.clock.now(),
-            decision=asyncio.get_running_loop().create_future(),
-        )
-        self.ringing[ring.callid] = ring
-        self.bus.publish("call.ringing", ring.callid, 0.0, self.call_info(ring.callid))
-        self._spawned(asyncio.get_running_loop().create_task(self._ring_live(ring)))
-        return request_hash
-
-    async def _ring_live(self, ring: Ringing) -> None:
-        wait = self.clock.real_seconds(ring.timeout)
-        try:
-            decision = await asyncio.wait_for(asyncio.shield(ring.decision), wait)
-        except TimeoutError:
-            decision = "noanswer"
-        if decision == "shutdown":
-            self.ringing.pop(ring.callid, None)
-            ring.launched.set()
-            self.bus.publish("call.ended", ring.callid, 0.0, {"ended_by": "shutdown"})
-            return
-        callee: Callee
-        timeout = ring.timeout
-        if decision == "answer":
-            callee = LiveCallee()
-        elif decision == "cancel":
-            callee = Callee(answer_delay=timeout)  # rings on, until the cancel lands
-        elif decision == "noanswer":
-            callee, timeout = Callee(answer="noanswer"), 0.0  # it already rang that long
-        else:
-            callee = Callee(answer=decision, answer_delay=0.0)
         call = EmulatedCall(
             self,
             self.client,
-            app=ring.app,
-            callid=ring.callid,
+            app=app,
+            callid=self.next_callid(),
             direction="outbound",
-            callee=callee,
-            number=ring.number,
-            cli_number=ring.cli_number,
-            cdr_field=ring.cdr_field,
-            request_hash=ring.request_hash,
+            callee=LiveCallee(),
+            number=number,
+            cli_number="" if opts["cli"] == "BLOCKED" else opts["cli"],
+            cdr_field=opts["cdr_field"],
+            request_hash=request_hash,
             ring_timeout=timeout,
+            on_answer=self._answered,
         )
-        rang = self.clock.now() - ring.started
-        self._requests[ring.request_hash] = call
-        self.ringing.pop(ring.callid, None)
-        self._launch(call)  # the call runs from the next turn of the loop: note first
-        call.transcript.add(
-            Event(0.0, "platform", f"the softphone rang for {rang:.1f}s: {decision}")
-        )
-        ring.launched.set()
-        if decision == "cancel":
-            # The hang-up must land while the call rings: once it logged its dialing.
-            await call.wait_until(lambda t: len(t.events) > 1)
-            call.request_hangup("api")
+        self._requests[request_hash] = call
+        self._dialing[call.callid] = call
+        self._launch(call)
+        return request_hash
+
+    def _answered(self, call: EmulatedCall) -> None:
+        """A softphone call is answered: ``call.started``, before its first POST."""
+        self._dialing.pop(call.callid, None)
+        self.bus.publish("call.started", call.callid, 0.0, self.call_info(call.callid))
 
     # --- apps.* --------------------------------------------------------------------------------
     def _app(self, app_hash: Any) -> App:
@@ -446,10 +390,8 @@ class Emulator:
         )
         return await call.wait()
 
-    def _known(self, callid: Any) -> EmulatedCall | Broadcast | Leg | Ringing:
+    def _known(self, callid: Any) -> EmulatedCall | Broadcast | Leg:
         checked = check_callid(callid)
-        if checked in self.ringing:
-            return self.ringing[checked]
         found = self._calls.get(checked) or self.legs.get(checked)
         if found is None:
             raise RPCFault("PROPERTY_VALUE_ERROR", "callid")
@@ -459,7 +401,7 @@ class Emulator:
         """``calls.realtime_break``: stop the running command of a real-time call."""
         found = self._known(callid)
         _check_reserved(options)
-        if isinstance(found, Leg | Ringing):
+        if isinstance(found, Leg):
             return self.settings.break_when_idle
         return found.request_break()
 
@@ -467,8 +409,6 @@ class Emulator:
         """``calls.hangup``: ``False`` (by default) for a call that already ended."""
         found = self._known(callid)
         _check_reserved(options)
-        if isinstance(found, Ringing):
-            return self._cancel_ringing(found.callid) or self.settings.hangup_ended_call
         if isinstance(found, Leg):
             return found.hang_up() or self.settings.hangup_ended_call
         return found.request_hangup("api")
@@ -527,9 +467,6 @@ class Emulator:
 
     async def wait_request(self, request_hash: str) -> Transcript:
         """Wait for the call or broadcast of a request hash to end."""
-        for ring in list(self.ringing.values()):
-            if ring.request_hash == request_hash:
-                await ring.launched.wait()
         found = self._requests.get(request_hash)
         if found is None:
             raise KeyError(request_hash)
@@ -541,30 +478,17 @@ class Emulator:
 
     def call_info(self, callid: int) -> dict[str, Any]:
         """What the control API says of a call (``KeyError`` if unknown)."""
-        ring = self.ringing.get(callid)
-        if ring is not None:
-            return {
-                "callid": callid,
-                "direction": "outbound",
-                "state": "ringing",
-                "app": ring.app.hash,
-                "from": ring.cli_number,
-                "to": ring.number,
-                "request_hash": ring.request_hash,
-                "live": True,
-                "running": None,
-                "ended_by": "",
-                "duration": self.clock.now() - ring.started,
-            }
         found = self._calls[callid]
         t = found.transcript
         running = found.running if isinstance(found, EmulatedCall) else None
         live = isinstance(found, EmulatedCall) and isinstance(found.callee, LiveCallee)
         way = t.direction
+        ringing = isinstance(found, EmulatedCall) and found.ringing
+        state = "ended" if found.ended else "ringing" if ringing else "up"
         return {
             "callid": callid,
             "direction": way,
-            "state": "ended" if found.ended else "up",
+            "state": state,
             "app": t.app,
             "from": t.cli_number,
             "to": t.number,
@@ -577,10 +501,10 @@ class Emulator:
 
     def call_ids(self) -> list[int]:
         """Every call, broadcast and ringing softphone call, in callid order."""
-        return sorted({*self._calls, *self.ringing})
+        return sorted(self._calls)
 
     def find(self, callid: int) -> EmulatedCall | Broadcast:
-        """The call or broadcast with this callid (``KeyError`` if unknown or ringing)."""
+        """The call or broadcast with this callid (``KeyError`` if unknown)."""
         return self._calls[callid]
 
     @property

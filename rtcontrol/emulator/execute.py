@@ -31,9 +31,12 @@ from .bridge import conference, dialout
 from .callee import HangUp, Leave, Press, Silence, Speak
 from .runtime import CommandContext
 
-__all__ = ["EXECUTORS", "Outcome", "collect_digits"]
+__all__ = ["EXECUTORS", "Executor", "Outcome", "collect_digits"]
 
+#: ``(command_result, command_error)``.
 Outcome = tuple[str, str]
+#: Runs one command against the call's context and validated wire parameters. A callee
+#: may replace the platform's own for some commands (``EmulatedCall`` asks it).
 Executor = Callable[[CommandContext, dict[str, Any]], Coroutine[Any, Any, Outcome]]
 
 

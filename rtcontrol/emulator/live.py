@@ -1,22 +1,28 @@
 """A live callee: a person (the dev page's softphone) instead of a script.
 
-A :class:`LiveCallee` answers at once and takes its input from a :class:`LiveLine`,
-fed in real time through the control API: keys (DTMF), speech (seconds talked) and the
-hang-up (``EmulatedCall.request_hangup("callee")``).
+A :class:`LiveCallee` takes its input from a :class:`LiveLine`, fed in real time through
+the control API: picking up a ringing call (or declining it), keys (DTMF), speech
+(seconds talked) and the hang-up (``EmulatedCall.request_hangup("callee")``). It plugs
+into the call through the call's two callee hooks (:class:`~.call.CalleeHooks`), so
+nothing of the platform's own behaviour is patched:
 
-The commands that listen run against the line instead of a script:
+* ``ring()``: an outbound call rings until the person answers or declines
+  (:meth:`LiveLine.pick_up`); the call itself gives up at its ring timeout (NOANSWER)
+  and stops the ringing on a cancel. An inbound call is answered at once.
+* ``executor(name)``: the commands that listen run against the line instead of a script:
 
-* ``read``: the prompt plays; a key during it stops it and counts (with
-  ``read_barge_in``, else it is ignored); after it, the first key must come within
-  ``timeout_ms``, each next one within ``timeout_ms`` of the previous; ``#`` or
-  ``max_digits`` ends the entry; nothing in any attempt gives ``read_timeout_result``;
-* ``record``: speech ("I talked N seconds") and then ``silence`` seconds without any
-  more ends it, as does ``#``, nothing at all for ``silence`` seconds, or
-  ``max_duration``.
+  * ``read``: the prompt plays; a key during it stops it and counts (with
+    ``read_barge_in``, else it is ignored); after it, the first key must come within
+    ``timeout_ms``, each next one within ``timeout_ms`` of the previous; ``#`` or
+    ``max_digits`` ends the entry; nothing in any attempt gives ``read_timeout_result``;
+  * ``record``: speech ("I talked N seconds") and then ``silence`` seconds without any
+    more ends it, as does ``#``, nothing at all for ``silence`` seconds, or
+    ``max_duration``.
 
-Every other command runs as for a scripted callee whose script is empty (silent). Keys
-are kept from the moment a command starts until a listening command takes them; a new
-command drops the keys nobody took (a phone does not queue DTMF across prompts).
+  Every other command runs as for a scripted callee whose script is empty (silent).
+
+Keys are kept from the moment a command starts until a listening command takes them; a
+new command drops the keys nobody took (a phone does not queue DTMF across prompts).
 """
 
 from __future__ import annotations
@@ -24,14 +30,15 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .callee import Callee
-from .execute import EXECUTORS, Executor, Outcome
+from .callee import Answer, Callee
+from .execute import Executor, Outcome
 from .runtime import CommandContext
 
-__all__ = ["LISTENING", "LiveCallee", "LiveInput", "LiveLine", "install"]
+__all__ = ["LISTENING", "LiveCallee", "LiveInput", "LiveLine"]
 
 #: Commands that take a live callee's input.
 LISTENING = frozenset({"read", "record"})
@@ -53,6 +60,32 @@ class LiveLine:
         self._arrived = asyncio.Event()
         #: The command running now (as the transcript reports it), ``None`` between.
         self.command: str | None = None
+        self._decision: Answer | None = None
+        self._decided = asyncio.Event()
+        self._rung = False
+
+    # --- ringing --------------------------------------------------------------------------
+    def pick_up(self, how: Answer = "answer") -> bool:
+        """The person answers (``"answer"``) or declines (``"busy"``, ``"rejected"``) a
+        ringing call. False once the ringing is over or already decided."""
+        if how not in ("answer", "noanswer", "busy", "congestion", "rejected"):
+            raise ValueError(f"unknown answer behaviour {how!r}")
+        if self._rung or self._decision is not None:
+            return False
+        self._decision = how
+        self._decided.set()
+        return True
+
+    async def ring(self) -> Answer:
+        """Wait for :meth:`pick_up`; once this returns or is cancelled, the ringing is over."""
+        try:
+            await self._decided.wait()
+            assert self._decision is not None
+            return self._decision
+        finally:
+            self._rung = True
+
+    # --- input during the call ------------------------------------------------------------
 
     @property
     def listening(self) -> bool:
@@ -100,13 +133,32 @@ class LiveLine:
 
 
 class LiveCallee(Callee):
-    """A callee driven by a person through a :class:`LiveLine` (one per call)."""
+    """A callee driven by a person through a :class:`LiveLine` (one per call).
+
+    Implements the call's callee hooks: :meth:`ring` and :meth:`executor`.
+    """
 
     line: LiveLine
 
     def __init__(self, line: LiveLine | None = None, *, name: str = "softphone") -> None:
         super().__init__("answer", 0.0, (), name=name)
         object.__setattr__(self, "line", line or LiveLine())
+
+    async def ring(self) -> Answer:
+        """Ring until the person picks up or declines (the call enforces the timeout)."""
+        return await self.line.ring()
+
+    def executor(self, name: str) -> Executor | None:
+        """``read`` and ``record`` take the line's input; None: the platform's own."""
+        live = _LIVE.get(name)
+        if live is None:
+            return None
+        line = self.line
+
+        async def run(ctx: CommandContext, p: dict[str, Any]) -> Outcome:
+            return await live(ctx, p, line)
+
+        return run
 
 
 # ---------------------------------------------------------------- executors
@@ -185,28 +237,7 @@ async def _record(ctx: CommandContext, p: dict[str, Any], line: LiveLine) -> Out
     return name, ""
 
 
-_LIVE = {"read": _read, "record": _record}
-
-
-def _live_or(original: Executor, name: str) -> Executor:
-    live = _LIVE[name]
-
-    async def run(ctx: CommandContext, p: dict[str, Any]) -> Outcome:
-        callee = ctx.script.callee
-        if isinstance(callee, LiveCallee):
-            return await live(ctx, p, callee.line)
-        return await original(ctx, p)
-
-    run.__dict__["rtcontrol_live"] = original
-    return run
-
-
-def install() -> None:
-    """Route ``read`` and ``record`` of live callees to the live executors.
-
-    Scripted callees still get the platform's own executors, unchanged. (Idempotent.)
-    """
-    for name in _LIVE:
-        current = EXECUTORS[name]
-        if "rtcontrol_live" not in current.__dict__:
-            EXECUTORS[name] = _live_or(current, name)
+_LIVE: dict[str, Callable[[CommandContext, dict[str, Any], LiveLine], Awaitable[Outcome]]] = {
+    "read": _read,
+    "record": _record,
+}
