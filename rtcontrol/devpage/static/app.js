@@ -10,7 +10,8 @@ const state = {
   selected: null,       // callid whose transcript is shown
   calls: new Map(),     // callid -> info
   events: new Map(),    // callid -> [event]
-  recorder: null,
+  recorder: null,       // {recorder, stream, started, bytes} while the microphone records
+  placing: false,       // "Have the app call me" is on its way
 };
 
 async function api(method, path, body) {
@@ -129,6 +130,7 @@ function renderCalls() {
 function updateButtons() {
   const inCall = state.current !== null;
   $("dial").disabled = inCall || state.ringing !== null;
+  $("callme").disabled = inCall || state.ringing !== null || state.placing;
   $("hangup").disabled = !inCall;
   for (const b of $("keypad").querySelectorAll("button")) b.disabled = !inCall;
   $("incoming").hidden = state.ringing === null;
@@ -142,12 +144,7 @@ function onEvent(ev) {
   switch (ev.type) {
     case "call.ringing":
       Object.assign(info, d);
-      if (d.live && state.current === null) {
-        state.ringing = ev.callid;
-        $("incoming-detail").textContent = `from app ${d.app} to ${d.to}`;
-        setStatus(`Ringing: call ${ev.callid}`);
-        select(ev.callid);
-      }
+      if (d.live && state.current === null) ring(ev.callid, d);
       break;
     case "call.started":
       Object.assign(info, d);
@@ -187,6 +184,14 @@ function onEvent(ev) {
   renderCalls();
 }
 
+function ring(callid, d) {
+  if (state.ringing === callid) return;
+  state.ringing = callid;
+  $("incoming-detail").textContent = `from app ${d.app} to ${d.to}`;
+  setStatus(`Ringing: call ${callid}`);
+  select(callid);
+}
+
 function onCommand(callid, d) {
   setStatus(`In call ${callid}: ${d.command}`);
   if (d.say && d.say.length) {
@@ -195,6 +200,7 @@ function onCommand(callid, d) {
   }
   $("recording").hidden = d.command !== "record";
   $("record-note").textContent = "";
+  if (d.command === "record") offerMicrophone();
 }
 
 // ------------------------------------------------------------------ actions
@@ -211,6 +217,30 @@ async function dial() {
   const last = [...seen].reverse().find((e) => e.type.startsWith("command."));
   if (last && last.type === "command.started") onCommand(call.callid, last.data);
   updateButtons();
+}
+
+// The app calls the softphone's number: bind the number to this page (unless it rings
+// the page already), then calls.realtime through the control API; the call.ringing
+// event (or this answer, whichever comes first) shows the incoming call.
+async function callMe() {
+  const me = $("from").value.trim();
+  state.placing = true;
+  updateButtons();
+  try {
+    const book = await api("GET", "/phonebook");
+    const rings = book.live.includes(me) || (book.live_default && !(me in book.numbers));
+    if (!rings) await api("PUT", "/phonebook/" + encodeURIComponent(me), { callee: "live" });
+    const body = { to: me, cli: $("to").value.trim() || "BLOCKED" };
+    if ($("app").value) body.app = $("app").value;
+    const call = await api("POST", "/calls/outbound", body);
+    const known = state.calls.get(call.callid);
+    const over = known && known.state === "ended";
+    const mine = call.live && call.state === "ringing" && !over;
+    if (mine && state.current === null) ring(call.callid, call);
+  } finally {
+    state.placing = false;
+    updateButtons();
+  }
 }
 
 async function press(key) {
@@ -234,39 +264,74 @@ async function decline() {
   await api("POST", `/calls/${state.ringing}/decline`, { as: "busy" });
 }
 
-async function sendSpeech(seconds) {
+async function sendSpeech(seconds, how) {
   if (state.current === null) return;
-  await api("POST", `/calls/${state.current}/speech`, { seconds });
-  $("record-note").textContent = `sent ${seconds.toFixed(1)} s of speech`;
+  const sent = await api("POST", `/calls/${state.current}/speech`, { seconds });
+  $("record-note").textContent = sent.heard
+    ? `Sent ${seconds.toFixed(1)} s of speech ${how}.`
+    : "Too late: the recording is over.";
+}
+
+function microphone() {
+  const media = navigator.mediaDevices;
+  return media && typeof media.getUserMedia === "function" && typeof window.MediaRecorder === "function";
+}
+
+// A record command: the microphone if this browser has one, else the stand-in only.
+function offerMicrophone() {
+  const mic = $("record-mic");
+  mic.hidden = !microphone();
+  mic.textContent = "Record with the microphone";
+  if (mic.hidden) $("record-note").textContent = "No microphone here: send the stand-in recording.";
 }
 
 async function recordWithMic() {
   if (state.recorder) { stopRecorder(true); return; }
-  const media = navigator.mediaDevices;
-  if (!media || !media.getUserMedia || typeof window.MediaRecorder !== "function") {
-    $("record-note").textContent = "No microphone here: use the stand-in recording.";
+  if (!microphone()) { offerMicrophone(); return; }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+  } catch (err) {
+    $("record-mic").hidden = true;
+    $("record-note").textContent = "Microphone not allowed: send the stand-in recording.";
     return;
   }
-  try {
-    const stream = await media.getUserMedia({ audio: true });
-    const recorder = new window.MediaRecorder(stream);
-    state.recorder = { recorder, stream, started: performance.now() };
-    recorder.start();
-    $("record-mic").textContent = "Stop recording";
-    $("record-note").textContent = "Recording… talk, then stop.";
-  } catch (err) {
-    $("record-note").textContent = "Microphone not allowed: use the stand-in recording.";
+  if ($("recording").hidden) {  // the record ended while the browser asked
+    for (const track of stream.getTracks()) track.stop();
+    return;
   }
+  const recorder = new window.MediaRecorder(stream);
+  const rec = { recorder, stream, started: performance.now(), bytes: 0 };
+  recorder.ondataavailable = (e) => {  // the audio is counted, not kept
+    if (!e.data || !e.data.size) return;
+    rec.bytes += e.data.size;
+    $("recording").dataset.audioBytes = String(rec.bytes);
+    if (state.recorder === rec) {
+      $("record-note").textContent = `Recording… ${Math.ceil(rec.bytes / 1024)} kB: talk, then stop.`;
+    }
+  };
+  state.recorder = rec;
+  $("recording").dataset.audioBytes = "0";
+  recorder.start(250);  // a chunk every 250 ms: the note shows the audio coming in
+  $("record-mic").textContent = "Stop recording";
+  $("record-note").textContent = "Recording… talk, then stop.";
+  $("recording").dataset.mic = "on";
 }
 
+// Stop the microphone; with send, tell the emulator how long the person talked (the
+// audio itself stays here: the emulator only needs its length).
 function stopRecorder(send) {
   const rec = state.recorder;
   if (!rec) return;
   state.recorder = null;
+  const seconds = (performance.now() - rec.started) / 1000;
+  rec.recorder.onstop = () => {  // after the last chunk
+    for (const track of rec.stream.getTracks()) track.stop();
+    if (send) sendSpeech(seconds, `with the microphone (${Math.ceil(rec.bytes / 1024)} kB of audio)`);
+  };
   rec.recorder.stop();
-  for (const track of rec.stream.getTracks()) track.stop();
   $("record-mic").textContent = "Record with the microphone";
-  if (send) sendSpeech((performance.now() - rec.started) / 1000);
+  $("recording").dataset.mic = "off";
 }
 
 // ------------------------------------------------------------------ start
@@ -290,7 +355,8 @@ async function start() {
   $("answer").onclick = answer;
   $("decline").onclick = decline;
   $("record-mic").onclick = recordWithMic;
-  $("record-standin").onclick = () => sendSpeech(3);
+  $("record-standin").onclick = () => sendSpeech(3, "(a stand-in recording)");
+  $("callme").onclick = callMe;
   for (const button of $("keypad").querySelectorAll("button")) {
     button.onclick = () => press(button.dataset.key);
   }
