@@ -22,6 +22,45 @@ CHROMIUM = os.environ.get("RTCONTROL_CHROMIUM", "/usr/bin/chromium")
 START = 90.0
 
 
+#: Init scripts: a browser without any microphone API (``navigator.mediaDevices`` gone)...
+NO_MEDIA_DEVICES = """
+Object.defineProperty(Navigator.prototype, "mediaDevices", { get: () => undefined });
+"""
+#: ... and one whose user refuses the microphone (``getUserMedia`` rejects).
+MIC_DENIED = """
+if (navigator.mediaDevices) {
+  navigator.mediaDevices.getUserMedia = () =>
+    Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
+}
+"""
+
+
+#: Milliseconds a page state may take to show up on a busy 2-core machine.
+WAIT_MS = 45_000
+
+
+def page_expect() -> Any:
+    """Playwright's ``expect``, with :data:`WAIT_MS` as its timeout."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    return expect
+
+
+def page_ready(page: Any) -> Any:
+    """Wait until the page is set up and its event stream is live; return ``expect``."""
+    expect = page_expect()
+    expect(page.locator("body")).to_have_attribute("data-ready", "true")
+    expect(page.locator("#connection")).to_have_text("live")
+    return expect
+
+
+def shown_callid(page: Any) -> int:
+    """The call whose transcript the page shows (the softphone's call)."""
+    title = page.locator("#log-title").inner_text()
+    return int(title.split()[-1])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,13 +124,22 @@ class Proc:
         os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def start_cli(tmp: Path, name: str, *args: str) -> Proc:
+def start_cli(
+    tmp: Path,
+    name: str,
+    *args: str,
+    command: tuple[str, ...] = (sys.executable, "-m", "rtcontrol.cli"),
+    cwd: Path = ROOT,
+    **env: str,
+) -> Proc:
+    """``rtcontrol *args`` in the background (``command`` runs it; ``env`` adds to a
+    clean environment), its output in ``tmp/<name>.log``."""
     log = tmp / f"{name}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "rtcontrol.cli", *args],
-            cwd=ROOT,
-            env=clean_env(COLUMNS="200"),
+            [*command, *args],
+            cwd=cwd,
+            env=clean_env(COLUMNS="200", **env),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -111,9 +159,25 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     )
 
 
+def start_dev(tmp: Path, target: str, *args: str, **kwargs: Any) -> Dev:
+    """``rtcontrol dev TARGET`` on free ports, once its banner is printed."""
+    port, emulator_port = free_port(), free_port()
+    ports = ("--port", str(port), "--emulator-port", str(emulator_port))
+    proc = start_cli(tmp, "dev", "dev", target, *ports, *args, **kwargs)
+    try:
+        page = proc.wait_line(r"^softphone  (http://\S+/)$").group(1)
+        rpc, app_hash = proc.wait_line(
+            r"^emulator   (http://\S+)  REALTIME10 app (\w{8})$"
+        ).groups()
+    except BaseException:
+        proc.stop()
+        raise
+    return Dev(proc, page, rpc, app_hash)
+
+
 @dataclass
 class Dev:
-    """A running ``rtcontrol dev apps.menu:app``."""
+    """A running ``rtcontrol dev module:app``."""
 
     proc: Proc
     page_url: str
@@ -126,6 +190,13 @@ class Dev:
 
     def get(self, path: str) -> Any:
         response = httpx.get(self.control + path, timeout=30, trust_env=False)
+        response.raise_for_status()
+        return response.json()
+
+    def send(self, method: str, path: str, body: Any = None) -> Any:
+        response = httpx.request(
+            method, self.control + path, json=body, timeout=30, trust_env=False
+        )
         response.raise_for_status()
         return response.json()
 

@@ -8,32 +8,26 @@ import re
 from pathlib import Path
 from typing import Any
 
-from devsupport import Dev, cli, wait_for
+from devsupport import Dev, cli, page_ready, shown_callid, wait_for
 
-WAIT_MS = 45_000
 WELCOME = "Welcome to Example Corp. Press 1 for sales, 2 for support."
+#: The number the menu dials for "1" (sales).
+SALES = "+33100000001"
 
 
-def _expect() -> Any:
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=WAIT_MS)
-    return expect
-
-
-def _current_callid(page: Any) -> int:
-    title = page.locator("#log-title").inner_text()
-    return int(title.split()[-1])
+def _one_hangup_reached_the_app(dev: Dev, callid: int) -> None:
+    """The app's own log shows exactly one HANGUP callback for this call."""
+    pattern = rf"callback callid={callid} .*status=HANGUP"
+    wait_for(lambda: dev.app_log_lines(pattern), "the app's HANGUP log line", 30)
+    assert len(dev.app_log_lines(pattern)) == 1, dev.proc.output()
 
 
 def test_dial_the_menu_press_1_and_hang_up(dev: Dev, page: Any, tmp_path: Path) -> None:
-    expect = _expect()
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    expect(page.locator("#connection")).to_have_text("live")
+    expect = page_ready(page)
     page.click("#dial")
     transcript = page.locator("#transcript")
     expect(transcript.locator(".ev-command-started").first).to_contain_text("read")
-    callid = _current_callid(page)
+    callid = shown_callid(page)
     expect(page.locator("#prompt")).to_have_text(WELCOME)
 
     page.click('#keypad button[data-key="1"]')
@@ -56,19 +50,67 @@ def test_dial_the_menu_press_1_and_hang_up(dev: Dev, page: Any, tmp_path: Path) 
         e for e in t["events"] if e["kind"] == "reply" and e["ignored"] and e["status"] == 200
     ]
     assert len(hangup_replies) == 1  # the app answered the one HANGUP POST
-    # ... and its own log shows exactly one HANGUP callback for this call
-    pattern = rf"callback callid={callid} .*status=HANGUP"
-    wait_for(lambda: dev.app_log_lines(pattern), "the app's HANGUP log line", 30)
-    assert len(dev.app_log_lines(pattern)) == 1, dev.proc.output()
+    _one_hangup_reached_the_app(dev, callid)
 
     spoken = page.evaluate("window.__spoken")
     assert {"text": WELCOME, "lang": "en-GB"} in spoken
 
 
+def test_the_page_has_the_app_call_it_then_answers_presses_1_and_hangs_up(
+    dev: Dev, page: Any
+) -> None:
+    """ "Have the app call me": the page binds its number to itself (here the number has
+    a callee script first, so the page must take it back), places the outbound call
+    through the control API, rings, answers; the keypad reaches the app."""
+    expect = page_ready(page)
+    me = "+33600000077"
+    dev.send("PUT", f"/phonebook/{me}", {"callee": {"answer": "busy"}})
+    page.fill("#from", me)
+    page.click("#callme")
+    expect(page.locator("#incoming")).to_be_visible()
+    expect(page.locator("#incoming-detail")).to_contain_text(f"to {me}")
+    expect(page.locator("#dial")).to_be_disabled()
+    callid = shown_callid(page)
+    assert me in dev.get("/phonebook")["live"]
+    ringing = dev.get(f"/calls/{callid}")
+    assert (ringing["state"], ringing["direction"], ringing["live"]) == (
+        "ringing",
+        "outbound",
+        True,
+    )
+    assert (ringing["from"], ringing["to"]) == ("+33123456789", me)  # the app's DID calls
+    assert "transcript" not in ringing
+
+    page.click("#answer")
+    expect(page.locator("#incoming")).to_be_hidden()
+    transcript = page.locator("#transcript")
+    expect(transcript.locator(".ev-call-started")).to_contain_text(f"outbound +33123456789 → {me}")
+    expect(transcript.locator(".ev-post").first).to_contain_text("UP")
+    expect(transcript.locator(".ev-command-started").first).to_contain_text("read")
+    expect(page.locator("#prompt")).to_have_text(WELCOME)
+    expect(page.locator("#status")).to_contain_text(f"In call {callid}")
+
+    page.click('#keypad button[data-key="1"]')
+    expect(transcript.locator(".ev-command-ended").first).to_contain_text('read → "1"')
+    dialout = transcript.locator(".ev-command-started").filter(has_text="dialout")
+    expect(dialout).to_contain_text(SALES)  # the app got the 1: it dials sales
+
+    page.click("#hangup")
+    expect(transcript.locator(".ev-call-ended")).to_contain_text("by callee")
+    expect(page.locator("#callme")).to_be_enabled()
+    t = dev.get(f"/calls/{callid}")["transcript"]
+    assert (t["direction"], t["number"], t["request_hash"]) == (
+        "outbound",
+        me,
+        ringing["request_hash"],
+    )
+    assert t["executed"][:2] == ["read", "dialout"]
+    assert (t["ended_by"], t["hangup_count"]) == ("callee", 1)
+    _one_hangup_reached_the_app(dev, callid)
+
+
 def test_answer_an_outbound_call_started_from_the_cli(dev: Dev, page: Any) -> None:
-    expect = _expect()
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    expect(page.locator("#connection")).to_have_text("live")
+    expect = page_ready(page)
     started = cli(
         "call",
         "+33612345678",
@@ -88,7 +130,7 @@ def test_answer_an_outbound_call_started_from_the_cli(dev: Dev, page: Any) -> No
     transcript = page.locator("#transcript")
     expect(transcript.locator(".ev-post").first).to_contain_text("UP")
     expect(transcript.locator(".ev-command-started").first).to_contain_text("read")
-    callid = _current_callid(page)
+    callid = shown_callid(page)
     calls = dev.get("/calls")
     mine = next(c for c in calls if c["callid"] == callid)
     assert (mine["direction"], mine["request_hash"]) == ("outbound", request_hash.group(1))
@@ -105,9 +147,7 @@ def test_answer_an_outbound_call_started_from_the_cli(dev: Dev, page: Any) -> No
 def test_the_cli_places_an_inbound_call_and_prints_its_id(dev: Dev, page: Any) -> None:
     """``rtcontrol call --inbound`` with a callee script: the page lists the call, and
     the dev process prints it live, numbers masked."""
-    expect = _expect()
-    expect(page.locator("body")).to_have_attribute("data-ready", "true")
-    expect(page.locator("#connection")).to_have_text("live")
+    expect = page_ready(page)
     placed = cli(
         "call",
         "--inbound",
