@@ -19,13 +19,15 @@
     ├── StoreError                   the shared store failed
     │   ├── StoreUnavailable         cannot reach the store (Redis down)
     │   └── LockTimeout              a per-call lock was not acquired in time
-    └── ApiError                     the CALLR JSON-RPC API failed
-        ├── TransportError           the request never produced an HTTP answer
-        │   └── OutcomeUnknown       ...and it may have reached the server: not retried
-        ├── HTTPStatusError          a non-2xx HTTP status
-        │   └── AuthenticationError  401/403: credentials refused
-        ├── JSONRPCError             the server answered with a JSON-RPC ``error``
-        └── InvalidResponse          the answer is not a valid JSON-RPC response
+    ├── ApiError                     the CALLR JSON-RPC API failed
+    │   ├── TransportError           the request never produced an HTTP answer
+    │   │   └── OutcomeUnknown       ...and it may have reached the server: not retried
+    │   ├── HTTPStatusError          a non-2xx HTTP status
+    │   │   └── AuthenticationError  401/403: credentials refused
+    │   ├── JSONRPCError             the server answered with a JSON-RPC ``error``
+    │   └── InvalidResponse          the answer is not a valid JSON-RPC response
+    └── ControlError                 the emulator's control API refused a request (status, code)
+        └── ControlUnreachable       ...or gave no answer of its own (nothing there, not the API)
 
 Catch ``RtcontrolError`` for "anything from rtcontrol"; catch the leaves to act.
 ``OutcomeUnknown`` deserves its own handling: a ``calls.realtime`` that raised it
@@ -46,6 +48,8 @@ __all__ = [
     "CommandError",
     "CommandFailedError",
     "ConfigurationError",
+    "ControlError",
+    "ControlUnreachable",
     "DeterminismError",
     "FlowError",
     "HTTPStatusError",
@@ -216,3 +220,25 @@ class JSONRPCError(ApiError):
 
 class InvalidResponse(ApiError):
     """The API answered something that is not a valid JSON-RPC 2.0 response."""
+
+
+class ControlError(RtcontrolError):
+    """The emulator's control API (``/control/v1``, :mod:`rtcontrol.emulator.control`)
+    refused a request: its HTTP ``status`` (400 bad input, 404 no such call or app, 409
+    not now), its error ``code`` (``INVALID_PARAM``, ``NO_SUCH_CALL``, ``NOT_LIVE``, a
+    CALLR error token...) and ``message``. The control API raises it to answer
+    ``{"error": {"code": ..., "message": ...}}``; :class:`~rtcontrol.emulator.ControlClient`
+    raises it from that answer."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
+class ControlUnreachable(ControlError):
+    """No control API answered: nothing at that address (``status`` 0, code
+    ``UNREACHABLE``), or something that is not the control API (code
+    ``NOT_CONTROL_API``, with the HTTP status it answered: a 404 without the API's
+    error object, or a body that is not its JSON)."""

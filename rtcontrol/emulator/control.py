@@ -13,7 +13,8 @@ the reference. In short:
 
 Errors are ``{"error": {"code": ..., "message": ...}}`` with 400 (bad input, or a
 CALLR error token as ``code``), 404 (no such call or app) or 409 (not now: the call is
-not live, not ringing, or over).
+not live, not ringing, or over): a handler raises :class:`~rtcontrol.errors.ControlError`,
+the very exception :class:`~rtcontrol.emulator.ControlClient` raises from that answer.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
+from rtcontrol.errors import ControlError
 from rtcontrol.media import E164
 
 from .apps import App, RPCFault
@@ -46,14 +48,6 @@ __all__ = ["CONTROL_PATH", "build_control_app", "build_service_app", "sse_lines"
 CONTROL_PATH = "/control/v1"
 #: Seconds between keep-alive comments on an idle event stream.
 KEEPALIVE = 15.0
-
-
-class ControlError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def _app_json(app: App) -> dict[str, Any]:
