@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -52,6 +52,20 @@ class ControlEvent:
             "at": round(self.at, 3),
             "data": self.data,
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ControlEvent:
+        """The event :meth:`to_json` gave (one SSE ``data`` line); ``ValueError`` for an
+        unknown ``type``, ``KeyError`` when a key is missing."""
+        if data["type"] not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {data['type']!r}")
+        return cls(
+            seq=int(data["seq"]),
+            type=data["type"],
+            callid=int(data["callid"]),
+            at=float(data["at"]),
+            data=dict(data.get("data") or {}),
+        )
 
 
 class Subscription:

@@ -9,8 +9,8 @@ decision is an :class:`Event` stamped with the call's virtual time. The properti
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rich.table import Table
@@ -54,8 +54,30 @@ class Event:
     ignored: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        """The event as JSON-ready data (what the control API returns)."""
-        return asdict(self)
+        """The event as JSON-ready data (what the control API returns); ``data`` is the
+        event's own (not a copy): serialise it, do not change it."""
+        return {
+            "at": self.at,
+            "kind": self.kind,
+            "text": self.text,
+            "data": self.data,
+            "status": self.status,
+            "latency": self.latency,
+            "ignored": self.ignored,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Event:
+        """The event :meth:`to_json` gave (``KeyError``/``TypeError`` when it is not one)."""
+        return cls(
+            at=data["at"],
+            kind=data["kind"],
+            text=data["text"],
+            data=data.get("data"),
+            status=data.get("status"),
+            latency=data.get("latency"),
+            ignored=data.get("ignored", False),
+        )
 
 
 #: Called with each event as it is added (the control API's live stream hooks in here).
@@ -135,6 +157,25 @@ class Transcript:
             "events": [e.to_json() for e in self.events],
             "text": self.render(),
         }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Transcript:
+        """The transcript :meth:`to_json` gave (what ``GET /control/v1/calls/{id}/transcript``
+        answers): every field back, events included, equal to the original
+        (``from_json(t.to_json()) == t``); the derived keys (``commands``, ``text``...)
+        are recomputed, not read. No listeners. ``KeyError``/``TypeError`` when ``data``
+        is not such a record."""
+        return cls(
+            callid=data["callid"],
+            app=data["app"],
+            direction=data["direction"],
+            number=data["number"],
+            cli_number=data.get("cli_number", ""),
+            request_hash=data.get("request_hash"),
+            events=[Event.from_json(e) for e in data.get("events", ())],
+            ended_by=data.get("ended_by", ""),
+            duration=data.get("duration", 0.0),
+        )
 
     @property
     def ended(self) -> bool:
