@@ -8,6 +8,7 @@ about what nobody knows: every UNKNOWN/INFERENCE behaviour is a field of
 As a service (:func:`build_service_app`, what ``rtcontrol emulator`` serves):
 JSON-RPC, the control API under :data:`CONTROL_PATH` (calls, scripted or live callees,
 the live event stream of :class:`EventBus`) and the softphone page.
+:class:`ControlClient` drives that API from Python (the test kit and the CLI do).
 
 ::
 
@@ -30,6 +31,7 @@ from .clock import Clock, ScaledClock
 from .control import CONTROL_PATH, build_service_app
 from .emulator import Emulator
 from .live import LiveCallee, LiveLine
+from .remote import AppInfo, CallInfo, ControlClient, Heard, Phonebook, ServiceInfo
 from .rooms import Rooms
 from .rpc import RPC_PATH, build_rpc_app, handle_rpc
 from .scripts import callee_from_json, callee_to_json, load_script
@@ -46,9 +48,12 @@ __all__ = [
     "Action",
     "Answer",
     "App",
+    "AppInfo",
     "Broadcast",
+    "CallInfo",
     "Callee",
     "Clock",
+    "ControlClient",
     "ControlEvent",
     "EmulatedCall",
     "Emulator",
@@ -56,14 +61,17 @@ __all__ = [
     "Event",
     "EventBus",
     "HangUp",
+    "Heard",
     "Leave",
     "LiveCallee",
     "LiveLine",
     "LocalServer",
+    "Phonebook",
     "Press",
     "RPCFault",
     "Rooms",
     "ScaledClock",
+    "ServiceInfo",
     "Silence",
     "Speak",
     "Transcript",
