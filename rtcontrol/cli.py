@@ -19,7 +19,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -42,6 +42,9 @@ from .errors import (
     StoreError,
     TransportError,
 )
+
+if TYPE_CHECKING:
+    from .emulator import Callee, ControlClient
 
 __all__ = ["app", "main"]
 
@@ -579,32 +582,31 @@ def _control_url(api_url: str | None) -> str:
     return f"{parts.scheme}://{parts.netloc}/control/v1"
 
 
-def _control(method: str, url: str, body: Any = None) -> Any:
-    """One control API request; its failures are one error line (2 when it refused
-    the input, 1 when it cannot be reached or is not there)."""
-    import httpx
+def _control(url: str, action: Callable[[ControlClient], Awaitable[T]]) -> T:
+    """Run ``action(client)`` with a :class:`~rtcontrol.emulator.ControlClient` of the
+    control API at ``url``; its failures are one error line (2 when the API refused the
+    input with 400, 1 when it cannot be reached, is not the emulator's, or refused
+    anything else)."""
+    from .emulator import ControlClient
+    from .errors import ControlError, ControlUnreachable
+
+    async def run() -> T:
+        async with ControlClient(url) as client:
+            return await action(client)
 
     try:
-        response = httpx.request(method, url, json=body, timeout=30, trust_env=False)
-    except httpx.HTTPError as exc:
-        raise _fail(f"cannot reach the emulator's control API at {url}: {exc}") from None
-    if response.status_code == 404 and "error" not in response.text:
-        raise _fail(f"no control API at {url} (is --api-url the rtcontrol emulator?)")
-    try:
-        data = response.json()
-    except ValueError:
-        raise _fail(f"the control API at {url} answered {response.status_code}, not JSON") from None
-    if response.status_code >= 400:
-        error = data.get("error", {}) if isinstance(data, dict) else {}
-        message = _scrub(str(error.get("message") or data))
-        raise _fail(message, 2 if response.status_code == 400 else 1)
-    return data
+        return asyncio.run(run())
+    except ControlUnreachable as exc:
+        hint = " (is --api-url the rtcontrol emulator?)" if exc.status == 404 else ""
+        raise _fail(f"{_scrub(exc.message)}{hint}") from None
+    except ControlError as exc:
+        raise _fail(_scrub(exc.message), 2 if exc.status == 400 else 1) from None
 
 
 def _inbound(
     did: str, app_hash: str, caller: str, callee_file: str | None, api_url: str | None
 ) -> None:
-    from .emulator.scripts import callee_to_json, load_script
+    from .emulator.scripts import load_script
     from .media import Target
 
     names = {"number": "NUMBER", "target": "NUMBER", "app": "--app"}
@@ -614,7 +616,7 @@ def _inbound(
     if caller != "BLOCKED":
         with _bad_input({"number": "--from", "target": "--from"}):
             Target(number=caller)
-    body: dict[str, Any] = {"app": app_hash, "from": caller, "to": did}
+    callee: Callee | None = None  # None: the emulator's default callee
     if callee_file is not None:
         try:
             default, _ = load_script(callee_file)
@@ -624,9 +626,14 @@ def _inbound(
             raise _fail(f"--callee: {exc}", 2) from None
         if default is None:
             raise _fail("--callee: the file names no default callee", 2)
-        body["callee"] = callee_to_json(default)
-    found = _control("POST", _control_url(api_url) + "/calls", body)
-    console.print(f"call id [bold]{found['callid']}[/] (inbound, app {app_hash})")
+        callee = default
+
+    async def place(client: ControlClient) -> int:
+        placed = await client.place_inbound(callee, app=app_hash, from_=caller, to=did)
+        return placed.callid
+
+    callid = _control(_control_url(api_url), place)
+    console.print(f"call id [bold]{callid}[/] (inbound, app {app_hash})")
 
 
 @app.command("call", cls=_Command)

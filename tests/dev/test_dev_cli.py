@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -142,6 +144,67 @@ def test_call_inbound_refused_by_the_emulator_is_bad_input(emulator: tuple[Proc,
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ")
     assert "app" in result.stderr
+
+
+class _NotTheEmulator(BaseHTTPRequestHandler):
+    """Answers every POST with the status and body its server was given."""
+
+    def do_POST(self) -> None:
+        status, kind, body = self.server.answer  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("answer", "code", "message"),
+    [
+        ((404, "text/plain", b"Not Found"), 1, "(is --api-url the rtcontrol emulator?)"),
+        ((502, "text/html", b"<html>bad gateway</html>"), 1, "answered 502, not JSON"),
+        (
+            (
+                409,
+                "application/json",
+                b'{"error": {"code": "X", "message": "not now +33612345678"}}',
+            ),
+            1,
+            "not now +33*******78",
+        ),
+        (
+            (
+                400,
+                "application/json",
+                b'{"error": {"code": "INVALID_PARAM", "message": "to: bad"}}',
+            ),
+            2,
+            "to: bad",
+        ),
+    ],
+)
+def test_call_inbound_maps_what_the_control_api_answered(
+    answer: tuple[int, str, bytes], code: int, message: str
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotTheEmulator)
+    server.answer = answer  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        api = f"http://127.0.0.1:{server.server_address[1]}/json-rpc/v1.1/"
+        result = cli("call", "--inbound", "+33123456789", "--app", "ABCDEFGH", "--api-url", api)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == code, (result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert message in lines[0]
+    assert "+33612345678" not in result.stderr
 
 
 def test_a_bad_callee_script_stops_the_emulator_at_once(tmp_path: Path) -> None:
