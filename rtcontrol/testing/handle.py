@@ -42,10 +42,14 @@ from .results import CallResult, ran
 
 if TYPE_CHECKING:
     from ..app import App
-    from ..emulator import Emulator
+    from ..emulator import ControlClient, Emulator
     from ..emulator.call import EmulatedCall
 
 __all__ = ["CallHandle"]
+
+#: Per callback answered: the step's name and the run number of the command it answered
+#: with (1 for the first command the call runs).
+Steps = list[tuple[str, int]]
 
 
 class CallHandle:
@@ -55,6 +59,13 @@ class CallHandle:
     (through ``app.start_call``). Every wait is bounded by the call's own end: a call
     that ends first raises instead of waiting forever (and the platform's maximum call
     length, 600 virtual seconds by default, ends every call).
+
+    Waits while the call runs (:meth:`wait_for`, :meth:`ended`) watch the emulator's
+    in-process event bus, the one the control API's event stream reads;
+    :meth:`ended` then reads the final transcript through the control API
+    (``GET /control/v1/calls/{id}/transcript``) when the platform gave ``control``.
+    ``steps``: the platform's record of the call's answered callbacks (from its
+    first); without it the handle records those answered after it was made.
     """
 
     def __init__(
@@ -64,15 +75,20 @@ class CallHandle:
         app: App,
         emulator: Emulator,
         check: Callable[[int, Transcript], None],
+        control: ControlClient | None = None,
+        steps: Steps | None = None,
     ) -> None:
         self._app = app
         self._emulator = emulator
+        self._control = control
         self._check = check  # strict mode: raises HandlerFailed for the call's failures
         #: The emulator's own handle of the call (:class:`~rtcontrol.emulator.call.EmulatedCall`).
         self.call = call
-        #: Per step name: how many commands, run so far, that step answered with.
-        self._steps: list[tuple[str, int]] = []
-        self._unsubscribe: Callable[[], None] | None = app.events.subscribe(self._on)
+        #: Per callback answered: its step, and the run number of the command it answered with.
+        self._steps: Steps = [] if steps is None else steps
+        self._unsubscribe: Callable[[], None] | None = (
+            app.events.subscribe(self._on) if steps is None else None
+        )
 
     def _on(self, event: Event) -> None:
         # Emitted before the reply leaves: the command this step answered with is the
@@ -157,6 +173,8 @@ class CallHandle:
 
         Raises :class:`~rtcontrol.testing.HandlerFailed` in strict mode."""
         transcript = await self.call.wait()
+        if self._control is not None:  # the record as the control API serves it
+            transcript = await self._control.transcript(self.callid)
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
