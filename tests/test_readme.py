@@ -28,6 +28,19 @@ async def test_the_test_kit_example_passes() -> None:
     await namespace["test_sales"](functools.partial(EmulatedPlatform, strict=True))
 
 
+async def test_the_control_api_example_drives_a_live_caller() -> None:
+    """The control API example, run as the pytest plugin runs it."""
+    import functools
+
+    from rtcontrol.testing import EmulatedPlatform
+
+    namespace: dict[str, Any] = {}
+    block = python_block("The emulator as a service, and a browser softphone")
+    assert "platform.control" in block
+    exec(compile(block, "README.md", "exec"), namespace)
+    await namespace["test_a_person_calls_support"](functools.partial(EmulatedPlatform, strict=True))
+
+
 async def test_the_client_example_against_the_emulator(monkeypatch: Any) -> None:
     """The client example, pointed at the emulator instead of api.callr.com."""
     import httpx
