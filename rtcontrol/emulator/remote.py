@@ -246,6 +246,11 @@ class ControlClient:
         """Close the HTTP connections (the emulator keeps running)."""
         await self._client.aclose()
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` ran (no more requests)."""
+        return self._client.is_closed
+
     # --- plumbing ---------------------------------------------------------------------------
     def _unreachable(self, exc: httpx.HTTPError) -> ControlUnreachable:
         reason = str(exc) or type(exc).__name__

@@ -63,7 +63,8 @@ class CallHandle:
     Waits while the call runs (:meth:`wait_for`, :meth:`ended`) watch the emulator's
     in-process event bus, the one the control API's event stream reads;
     :meth:`ended` then reads the final transcript through the control API
-    (``GET /control/v1/calls/{id}/transcript``) when the platform gave ``control``.
+    (``GET /control/v1/calls/{id}/transcript``) when the platform gave ``control``
+    and is still open.
     ``steps``: the platform's record of the call's answered callbacks (from its
     first); without it the handle records those answered after it was made.
     """
@@ -173,7 +174,9 @@ class CallHandle:
 
         Raises :class:`~rtcontrol.testing.HandlerFailed` in strict mode."""
         transcript = await self.call.wait()
-        if self._control is not None:  # the record as the control API serves it
+        if self._control is not None and not self._control.closed:
+            # the record as the control API serves it (once the platform closed, and
+            # its API with it, the emulator's own: the same record)
             transcript = await self._control.transcript(self.callid)
         if self._unsubscribe is not None:
             self._unsubscribe()

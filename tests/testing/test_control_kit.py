@@ -150,3 +150,14 @@ async def test_a_refused_call_raises_the_control_apis_error() -> None:
         assert await p.control.calls() == []
     with pytest.raises(RuntimeError, match="async with"):
         EmulatedPlatform(news_app()).control  # noqa: B018 - the property raises
+
+
+@pytest.mark.parametrize("over", ["asgi", "http"])
+async def test_a_call_awaited_after_the_platform_closed_still_ends(over: Any) -> None:
+    async with EmulatedPlatform(news_app(), over=over, speed=SPEED) as p:
+        handle = await p.start(Callee(actions=[Press("1")]))
+        await handle.wait_for("wait")  # on hold, forever
+    assert p.control.closed
+    t = await handle.ended()  # the control API is gone: the emulator's own record
+    assert t.ended_by == "shutdown"
+    assert t.executed == ["read", "play", "wait"]
