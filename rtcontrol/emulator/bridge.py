@@ -1,11 +1,13 @@
 """Commands that connect a call to other parties: ``dialout`` and the two conferences.
 
 ``dialout`` rings its targets one after the other, each for its ``timeout``, using the
-emulator's phonebook. The first that answers hears the ``whisper``, then both legs are
-bridged until one side hangs up, which ends the call (HANGUP POST carrying ``dialout``
-and ``dialout_answered_result``). When nobody answers, the command completes with the
-last target's dial status (``dialout_status`` table) and the flow continues. A break
-during the bridge hangs up the leg and hands the call back to the app (INFERENCE).
+emulator's phonebook (a softphone number, ``"live"``, rings the page only for outbound
+calls: a dialout leg to it is answered by the phonebook's callee for it, or the default).
+The first that answers hears the ``whisper``, then both legs are bridged until one side
+hangs up, which ends the call (HANGUP POST carrying ``dialout`` and
+``dialout_answered_result``). When nobody answers, the command completes with the last
+target's dial status (``dialout_status`` table) and the flow continues. A break during
+the bridge hangs up the leg and hands the call back to the app (INFERENCE).
 
 Conference rooms are keyed by ``str(id)`` (so ``5`` and ``"5"`` meet) and shared by every
 call of the emulator. A member leaves with ``*`` (a ``Leave`` action), when it becomes
@@ -104,6 +106,14 @@ async def dialout(ctx: CommandContext, p: dict[str, Any]) -> tuple[str, str]:
         number, timeout = target["number"], float(target["timeout"])
         callee = ctx.services.lookup(number)
         ctx.platform(f"dialout: ringing {number} (timeout {timeout:g}s)")
+        if ctx.services.is_live(number):
+            # The softphone takes the calls it is rung for by calls.realtime; a dialout
+            # leg to its number is answered by the callee the phonebook gives instead.
+            who = f"callee {callee.name!r}" if callee.name else "the default callee"
+            ctx.platform(
+                f"dialout: {number} rings the softphone for outbound calls only: {who} "
+                "takes this leg"
+            )
         if callee.answer == "answer" and callee.answer_delay < timeout:
             await ctx.sleep(callee.answer_delay)
             ctx.callee(f"{number} answers")

@@ -72,6 +72,10 @@ class Services(Protocol):
 
     def lookup(self, number: str) -> Callee: ...
 
+    def is_live(self, number: str) -> bool:
+        """Whether a call to ``number`` rings the softphone (``calls.realtime`` only)."""
+        ...
+
     def next_callid(self) -> int: ...
 
     def hangup_callid(self, callid: int, *, reason: str) -> bool | None:

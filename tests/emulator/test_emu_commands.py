@@ -297,3 +297,26 @@ async def test_hangup_callid_hangs_up_another_call(make_emu: EmuFactory) -> None
     assert tv.ended_by == "hangup_callid"
     assert (tv.requests[-1]["command"], tv.requests[-1]["call_status"]) == ("wait", "HANGUP")
     assert tv.hangup_count == 1
+
+
+@pytest.mark.parametrize("how", ["listed", "every-number"])
+async def test_dialout_to_a_softphone_number_is_taken_by_a_scripted_callee(
+    make_emu: EmuFactory, how: str
+) -> None:
+    """The softphone rings for outbound calls (calls.realtime) only: a dialout leg to a
+    "live" number is answered by the phonebook's callee (or the default), and the
+    transcript says so rather than leaving the reader to wonder."""
+    targets = [{"number": "+33700000003", "timeout": 10}]
+    app = ScriptedApp(cmd("dialout", 1, targets=targets))
+    emu = make_emu(app)
+    if how == "listed":
+        emu.live_numbers.add("+33700000003")
+    else:
+        emu.live_default = True
+    emu.default_callee = Callee(answer_delay=1, hangup_after=5, name="agent")
+    hash_ = emu.create_app(app.url).hash
+    t = await emu.place_call(hash_, Callee())
+    assert t.ended_by == "bridge"
+    assert t.requests[-1]["command_result"] == "ANSWER"
+    notes = [e.text for e in t.events if e.kind == "platform"]
+    assert any("rings the softphone for outbound calls only: callee 'agent'" in n for n in notes)
