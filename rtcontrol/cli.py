@@ -55,9 +55,19 @@ T = TypeVar("T")
 _BOOL_WORDS = frozenset({"yes", "no", "y", "n", "true", "false", "on", "off", "1", "0"})
 
 
+#: ``scheme://user:password@``: the credentials part of a URL, never printed.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
+
+
+def _without_userinfo(text: str) -> str:
+    """``http://user:secret@host/`` -> ``http://host/`` wherever a URL appears."""
+    return _USERINFO.sub(r"\1", text)
+
+
 def _error_line(message: str) -> None:
-    """``error: message`` on stderr: one line, whatever the terminal's width."""
-    text = " ".join(message.split())
+    """``error: message`` on stderr: one line, whatever the terminal's width, with no
+    URL's credentials in it."""
+    text = _without_userinfo(" ".join(message.split()))
     typer.echo(f"{typer.style('error:', fg='red', bold=True)} {text}", err=True)
 
 
@@ -569,16 +579,26 @@ _CALL_NAMES = {
 
 
 def _control_url(api_url: str | None) -> str:
-    """The emulator's control API next to its JSON-RPC URL (``/control/v1``)."""
+    """The emulator's control API next to its JSON-RPC URL (``/control/v1``).
+
+    Refused like ``ping`` refuses the same URL (exit 1): a URL ``urlsplit`` cannot
+    parse, and one holding credentials (which would be echoed in every later line).
+    """
     from urllib.parse import urlsplit
 
     url = api_url or os.environ.get("CALLR_API_URL") or ""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - validates the port (ValueError when out of range)
+    except ValueError as exc:
+        raise _fail(f"api_url must be an http:// or https:// URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _fail(
             "--inbound needs the emulator's address: --api-url or CALLR_API_URL "
             "(e.g. http://127.0.0.1:8765/json-rpc/v1.1/)"
         )
+    if "@" in parts.netloc:
+        raise _fail("api_url must not hold credentials: the emulator's control API takes none")
     return f"{parts.scheme}://{parts.netloc}/control/v1"
 
 
@@ -854,7 +874,7 @@ def apps_list(
     found = _run(_with_client(api_url, creds, lambda c: c.list_apps()))
     table = Table("hash", "name", "url")
     for info in found:
-        table.add_row(info.hash, info.name, getattr(info, "url", "") or "")
+        table.add_row(info.hash, info.name, _without_userinfo(getattr(info, "url", "") or ""))
     console.print(table)
 
 

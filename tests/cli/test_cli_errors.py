@@ -251,6 +251,53 @@ def test_bad_api_url_is_a_configuration_error(url: str, line: str) -> None:
     assert_one_error(cli("ping", env={"CALLR_API_URL": url, "CALLR_API_KEY": "k"}), 1, line)
 
 
+INBOUND = ["call", "--inbound", "+33123456789", "--app", "ABCDEFGH"]
+
+
+@pytest.mark.parametrize(
+    ("url", "line"),
+    [
+        (
+            "http://[::1",
+            "error: api_url must be an http:// or https:// URL (Invalid IPv6 URL)",
+        ),
+        (
+            "http://127.0.0.1:99999/json-rpc/v1.1/",
+            "error: api_url must be an http:// or https:// URL (Port out of range 0-65535)",
+        ),
+    ],
+)
+def test_call_inbound_refuses_a_bad_api_url_like_ping(url: str, line: str) -> None:
+    assert_one_error(cli(*INBOUND, "--api-url", url), 1, line)
+    assert_one_error(cli(*INBOUND, env={"CALLR_API_URL": url}), 1, line)
+
+
+@pytest.mark.parametrize("userinfo", ["user:pa55w0rd@", "user@", ":pa55w0rd@", "user:pa55@w0rd@"])
+def test_call_inbound_refuses_credentials_in_the_url_and_never_echoes_them(
+    userinfo: str,
+) -> None:
+    """As ``ping`` and ``call`` refuse such a URL (exit 1), before any connection."""
+    url = f"http://{userinfo}127.0.0.1:{free_port()}{RPC_PATH}"
+    line = "error: api_url must not hold credentials: the emulator's control API takes none"
+    for result in (cli(*INBOUND, "--api-url", url), cli(*INBOUND, env={"CALLR_API_URL": url})):
+        assert_one_error(result, 1, line)
+        assert "pa55" not in result.output
+        assert "user" not in result.output
+    assert_one_error(
+        cli("ping", "--api-url", url, "--api-key", "k"),
+        1,
+        "error: api_url must not hold credentials: use api_key or login",
+    )
+
+
+def test_no_error_line_shows_the_credentials_of_a_url() -> None:
+    """Whatever quotes a URL (here a refused callback URL), its userinfo is dropped."""
+    result = cli("apps", "create", "x", "--url", "ftp://u:pa55w0rd@example.com/cb", *API)
+    assert "pa55w0rd" not in result.output
+    assert result.exit_code in (1, 2)
+    assert result.stderr.count("\n") == 1
+
+
 @pytest.fixture
 def busy_port() -> Iterator[int]:
     with socket.socket() as s:
@@ -317,6 +364,18 @@ def test_a_refused_password_is_never_echoed(api_url: str) -> None:
         "or --api-login/--api-password or CALLR_LOGIN/CALLR_PASSWORD)",
     )
     assert secret not in result.output
+
+
+def test_apps_list_never_shows_the_credentials_of_a_callback_url(api_url: str) -> None:
+    auth = ["--api-url", api_url, "--api-key", DEFAULT_API_KEY]
+    url = "https://someone:pa55w0rd@ivr.example.com/callback"
+    created = cli("apps", "create", "userinfo", "--url", url, *auth)
+    assert created.exit_code == 0, created.output
+    listed = cli("apps", "list", *auth)
+    assert listed.exit_code == 0, listed.output
+    assert "https://ivr.example.com/callback" in listed.stdout
+    assert "pa55w0rd" not in listed.output
+    assert "someone" not in listed.output
 
 
 def test_an_api_error_is_exit_1(api_url: str) -> None:
