@@ -716,8 +716,8 @@ def call_(
     console.print(f"call requested: request hash [bold]{request_hash}[/]")
     console.print(
         "its call id (what `rtcontrol break` and `rtcontrol hangup` take) comes with the "
-        f"call's first callback, which carries request_hash {request_hash}: "
-        "`rtcontrol serve` logs it as callid=...",
+        f"call's first callback: the app logs it with request_hash={request_hash} "
+        "and callid=...",
         highlight=False,
     )
 
