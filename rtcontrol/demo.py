@@ -2,6 +2,8 @@
 
 Everything a real deployment does happens here: uvicorn serves the App, the
 emulator POSTs callbacks to it with Basic auth and answers its JSON-RPC calls.
+The emulator's port also serves its control API (``/control/v1/``), as
+``rtcontrol emulator`` does: ``rtcontrol call --inbound`` works against the demo.
 No account, no network beyond 127.0.0.1.
 """
 
@@ -17,6 +19,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from .emulator import (
+    CONTROL_PATH,
     DEFAULT_API_KEY,
     RPC_PATH,
     Callee,
@@ -27,6 +30,7 @@ from .emulator import (
     ScaledClock,
     Silence,
     Transcript,
+    build_service_app,
 )
 from .errors import ConfigurationError
 
@@ -132,7 +136,7 @@ async def run_demo(
     app = _load(target)(callback_login="callr", callback_password=password)
     emu = Emulator(clock=ScaledClock(speed), phonebook=PHONEBOOK)
     try:
-        rpc_server = await _bind(emu.rpc_app, emulator_port, DEFAULT_EMULATOR_PORT)
+        rpc_server = await _bind(build_service_app(emu), emulator_port, DEFAULT_EMULATOR_PORT)
     except BaseException:
         await emu.aclose()
         raise
@@ -147,14 +151,12 @@ async def run_demo(
     app_hash = emu.create_app(
         app_server.url + "/callback", name="demo", login="callr", password=password
     ).hash
-    console.print(
-        Panel.fit(
-            f"app [bold]{target}[/] on {app_server.url}/callback\n"
-            f"CALLR emulator on {api_url}  (REALTIME10 app [bold]{app_hash}[/])\n"
-            f"time runs {speed:g}x faster than real time",
-            title="rtcontrol demo",
-        )
-    )
+    control_url = f"{rpc_server.url}{CONTROL_PATH}/"
+    console.rule("[bold]rtcontrol demo")
+    for line in _banner(
+        target, f"{app_server.url}/callback", api_url, control_url, app_hash, speed
+    ):
+        console.print(line, soft_wrap=True, highlight=False)  # whole, whatever the width
     transcripts: list[Transcript] = []
     try:
         calls = [emu.start_call(app_hash, callee) for _, callee in SCENARIOS]
@@ -174,12 +176,30 @@ async def run_demo(
                 f"--api-url {api_url} --api-key {DEFAULT_API_KEY}[/]  (Ctrl-C to stop)",
                 soft_wrap=True,  # one line, so it can be copied as is
             )
+            console.print(
+                "Or have a caller call the app: "
+                f"[bold].venv/bin/rtcontrol call --inbound +33123456789 --app {app_hash} "
+                f"--api-url {api_url}[/]",
+                soft_wrap=True,
+            )
             await _print_new_calls(emu, console, seen=len(emu.transcripts))
     finally:
         await emu.aclose()
         await app_server.stop()
         await rpc_server.stop()
     return transcripts
+
+
+def _banner(
+    target: str, callback_url: str, api_url: str, control_url: str, app_hash: str, speed: float
+) -> list[str]:
+    """The demo's first lines (rich markup), each printed whole: never cut to a width."""
+    return [
+        f"app [bold]{target}[/] on {callback_url}",
+        f"CALLR emulator on {api_url}  (REALTIME10 app [bold]{app_hash}[/])",
+        f"its control API on {control_url}  (rtcontrol call --inbound)",
+        f"time runs {speed:g}x faster than real time",
+    ]
 
 
 async def _print_new_calls(emu: Emulator, console: Console, seen: int) -> None:
