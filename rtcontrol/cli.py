@@ -71,6 +71,12 @@ def _error_line(message: str) -> None:
     typer.echo(f"{typer.style('error:', fg='red', bold=True)} {text}", err=True)
 
 
+def _warning_line(message: str) -> None:
+    """``warning: message`` on stderr, one line, like :func:`_error_line`."""
+    text = _without_userinfo(" ".join(message.split()))
+    typer.echo(f"{typer.style('warning:', fg='yellow', bold=True)} {text}", err=True)
+
+
 def _refuse_flag_values(
     command: click_core.Command, ctx: click_core.Context, args: Sequence[str], *, group: bool
 ) -> None:
@@ -881,6 +887,36 @@ def apps_list(
 # ---------------------------------------------------------------- emulator and demo
 
 
+def _is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback interface only: ``127.0.0.1``, ``::1``,
+    ``localhost``, or a name that resolves to loopback addresses only."""
+    import ipaddress
+    import socket
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if host.lower() == "localhost":
+        return True
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False  # cannot tell: warn (the bind fails anyway if the name is wrong)
+    return bool(found) and all(ipaddress.ip_address(a[4][0]).is_loopback for a in found)
+
+
+def _warn_if_exposed(host: str) -> None:
+    """One warning line when the unauthenticated control API and page leave loopback."""
+    if not _is_loopback(host):
+        _warning_line(
+            f"--host {host} is not loopback: other machines can reach the emulator's "
+            "control API and softphone page, which have no authentication (they can place "
+            "calls and read transcripts); use --host 127.0.0.1 to keep them local"
+        )
+
+
+
 def emulator_banner(rpc_url: str) -> list[str]:
     """What the emulator prints once it listens: each credential line copyable as is."""
     from .emulator import DEFAULT_API_KEY, DEFAULT_LOGIN, DEFAULT_PASSWORD
@@ -952,6 +988,7 @@ def emulator(
         check_port(host, port)
     except ConfigurationError as exc:
         raise _fail(str(exc)) from None
+    _warn_if_exposed(host)
     listening = False
 
     def ready(server: Any) -> None:
@@ -1022,6 +1059,7 @@ def dev(
                 check_port(host, value)
             except ConfigurationError as exc:
                 raise _fail(f"{option}: {exc}") from None
+    _warn_if_exposed(host)
     opts = DevOptions(
         target=target,
         host=host,
