@@ -1,7 +1,10 @@
 """Live transcripts on a terminal: one rich line per event of the emulator's stream.
 
 What ``rtcontrol emulator`` and ``rtcontrol dev`` print while calls run. Phone numbers
-are masked (``+33*******78``): terminals end up in logs and screenshots.
+are masked (``+33*******78``: the ``+`` and two digits, which for ``+33`` are the country
+code, then the last two digits), as the dev page and the CLI's error lines mask them:
+terminals end up in logs and screenshots. A value cut to fit a line is masked first,
+then cut, so a number cut short never shows digits of its middle as its end.
 """
 
 from __future__ import annotations
@@ -46,7 +49,9 @@ def mask_numbers(text: str) -> str:
 
 
 def _short(value: Any, limit: int = 80) -> str:
+    """``value`` as compact JSON, numbers masked, then cut to ``limit`` characters."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = mask_numbers(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
