@@ -2,8 +2,8 @@
 
 Every POST, every reply (with its real latency), every callee action and platform
 decision is an :class:`Event` stamped with the call's virtual time. The properties
-(``commands``, ``requests``, ``hangup_count``...) are what tests assert on;
-:meth:`Transcript.render` is what a failing test prints.
+(``commands``, ``requests``, ``hangup_count``, ``said``, ``ran``...) are what tests
+assert on; :meth:`Transcript.render` is what a failing test prints.
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ from typing import Any, Literal
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["Event", "EventKind", "Listener", "Transcript"]
+from rtcontrol.commands import Command, from_wire
+
+__all__ = ["SPOKEN", "Event", "EventKind", "Listener", "Transcript"]
+
+#: The commands whose ``media_id`` the caller hears, in :attr:`Transcript.said`.
+SPOKEN = frozenset({"play", "read", "play_talk_detect"})
 
 EventKind = Literal["request", "reply", "callee", "platform", "error"]
 
@@ -209,6 +214,42 @@ class Transcript:
     def executed(self) -> list[str]:
         """Names of the commands actually run, ``hangup`` included."""
         return [e.data for e in self.events if e.kind == "platform" and e.text.startswith("run ")]
+
+    @property
+    def ran(self) -> list[Command]:
+        """The commands the platform ran, in order, as :class:`~rtcontrol.Command` objects.
+
+        Same length and order as :attr:`executed` (``hangup`` included; replies the
+        platform refused are not there). Each is rebuilt from its reply with
+        :func:`rtcontrol.commands.from_wire`, so it equals the builder's command; its
+        ``step`` is always ``None`` (compare with ``read(...)``, not
+        ``read(...).then(x)``). On a running call: the commands run so far.
+        """
+        commands: list[Command] = []
+        reply: dict[str, Any] | None = None
+        for event in self.events:
+            if event.kind == "reply" and not event.ignored:
+                reply = event.data if isinstance(event.data, dict) else None
+            elif event.kind == "platform" and event.text.startswith("run ") and reply is not None:
+                if reply.get("command") == event.data:
+                    commands.append(from_wire(reply.get("command"), reply.get("params") or {}))
+                reply = None
+        return commands
+
+    @property
+    def said(self) -> list[str]:
+        """The text of every TTS prompt the caller heard, in order.
+
+        The ``media_id`` of each ``play``, ``read`` and ``play_talk_detect`` that ran (the
+        fallback's apology included), when it is a ``TTS|voice|text`` string: ``text``
+        only. Recorded media (numeric ids) are not text and are skipped: see :attr:`ran`.
+        """
+        texts: list[str] = []
+        for command in self.ran:
+            media = command.params.get("media_id") if command.name in SPOKEN else None
+            if isinstance(media, str) and media.startswith("TTS|"):
+                texts.append(media.split("|", 2)[2])
+        return texts
 
     @property
     def hangup_count(self) -> int:

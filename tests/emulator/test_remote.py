@@ -23,7 +23,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from rtcontrol import RtcontrolError
-from rtcontrol.commands import WAIT_KEY
+from rtcontrol.commands import WAIT_KEY, from_wire, hangup
 from rtcontrol.emulator import (
     CONTROL_PATH,
     Callee,
@@ -133,6 +133,21 @@ async def test_a_live_callee_is_driven_through_the_client(
     assert t.executed == ["read", "hangup"]
     assert [r["command_result"] for r in t.requests if r["command"] == "read"] == ["1"]
     assert await client.hang_up(placed.callid) is False  # over already
+
+
+async def test_a_transcript_from_the_client_has_said_and_ran(
+    control: tuple[Emulator, ControlClient, str],
+) -> None:
+    """``said`` and ``ran`` are the transcript's own: the client's has them too."""
+    emu, client, _ = control
+    placed = await client.place_inbound(Callee(answer_delay=0, actions=[Press("1")]))
+    done = await emu.wait_call(placed.callid)
+    t = await client.transcript(placed.callid)
+    assert t.said == ["Press 1."]
+    read_params = menu().replies[0]["params"]
+    assert t.ran == [from_wire("read", read_params), hangup()]
+    assert (t.said, t.ran) == (done.said, done.ran)
+    assert [c.name for c in t.ran] == t.executed
 
 
 # ---------------------------------------------------------------- errors
