@@ -106,17 +106,31 @@ def describe_request(body: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def describe_reply(body: Any) -> str:
+def describe_reply(body: Any, status: int | None = None) -> str:
+    """One line for a reply: its command (``read#"ask" {...}``), or what it was instead
+    (``HTTP 401, not a command``; ``not a command: {...}`` for JSON without one)."""
+    if status is not None and status != 200:
+        return f"HTTP {status}, not a command"
     if not isinstance(body, dict):
-        return _short(body)
+        return f"not a command: {_short(body)}"
     if not body:
         return "{}"
+    if "command" not in body:
+        return f"not a command: {_short(body)}"
     text = f"{body.get('command')}#{_short(body.get('command_id'))}"
     if body.get("params"):
         text += f" {_short(body.get('params'))}"
     if body.get("variables"):
         text += f" vars={_short(body.get('variables'), 60)}"
     return text
+
+
+def describe_raw_reply(status: int, content: bytes) -> str:
+    """One line for a reply whose body is not JSON (or is empty): ``HTTP 401, not
+    JSON``, ``(empty)``; never the body itself."""
+    if not content.strip():
+        return "(empty)" if status == 200 else f"HTTP {status}, empty"
+    return f"HTTP {status}, not JSON"
 
 
 @dataclass

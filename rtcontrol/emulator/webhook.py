@@ -17,7 +17,7 @@ import httpx
 
 from .apps import App
 from .settings import EmulatorSettings
-from .transcript import EventKind, describe_reply, describe_request
+from .transcript import EventKind, describe_raw_reply, describe_reply, describe_request
 from .wire import Accepted, Malformed, Refused, check_reply, decode_json
 
 __all__ = ["Failure", "Webhook"]
@@ -137,11 +137,13 @@ class Webhook:
         except Exception as exc:  # the platform ignores this reply whatever happens
             self._log("platform", f"final POST got no reply ({type(exc).__name__}); ignored")
             return
+        data: Any = None
         try:
-            data: Any = decode_json(response.content) if response.content else None
-        except ValueError:
-            data = None
-        text = describe_reply(data) if data is not None else "(empty)"
+            data = decode_json(response.content)
+        except ValueError:  # not JSON, or empty
+            text = describe_raw_reply(response.status_code, response.content)
+        else:
+            text = describe_reply(data, response.status_code)
         self._log(
             "reply",
             text,
