@@ -19,6 +19,7 @@ the very exception :class:`~rtcontrol.emulator.ControlClient` raises from that a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
@@ -41,6 +42,7 @@ from .live import LiveCallee
 from .rpc import RPC_PATH
 from .scripts import callee_from_json, callee_to_json
 from .settings import DEFAULT_API_KEY
+from .transcript import Transcript
 
 __all__ = ["CONTROL_PATH", "build_control_app", "build_service_app", "sse_lines"]
 
@@ -261,14 +263,22 @@ class Control:
         callid = self._callid(request)
         info = self.emu.call_info(callid)
         if callid not in self.emu.ringing:
-            info["transcript"] = self.emu.find(callid).transcript.to_json()
+            info["transcript"] = self._transcript(callid, info)
         return JSONResponse(info)
 
     async def transcript(self, request: Request) -> Response:
         callid = self._callid(request)
         if callid in self.emu.ringing:
             raise ControlError(409, "RINGING", f"call {callid} is ringing: no transcript yet")
-        return JSONResponse(self.emu.find(callid).transcript.to_json())
+        return JSONResponse(self._transcript(callid, self.emu.call_info(callid)))
+
+    def _transcript(self, callid: int, info: dict[str, Any]) -> dict[str, Any]:
+        """A call's transcript as JSON; while it runs, ``duration`` (and the rendering's
+        "still running after ...") is the time so far, as in ``info``."""
+        t: Transcript = self.emu.find(callid).transcript
+        if info["state"] != "ended":
+            t = dataclasses.replace(t, duration=float(info["duration"]))
+        return t.to_json()
 
     async def dtmf(self, request: Request) -> Response:
         call, callee = self._live(request)

@@ -148,7 +148,8 @@ class Transcript:
     #: ``hangup_callid``, ``bridge``, ``webhook``, ``invalid_command``, ``unanswered``,
     #: ``cancel``, ``max_duration``, ``max_commands``, ``shutdown``, ``completed``.
     ended_by: str = ""
-    #: Virtual seconds from the call's start to its end.
+    #: Virtual seconds from the call's start to its end (from the control API, while the
+    #: call runs: the seconds so far).
     duration: float = 0.0
     #: Called with each new event, in order, right after it is recorded.
     listeners: list[Listener] = field(default_factory=list, repr=False, compare=False)

@@ -150,6 +150,28 @@ async def test_a_transcript_from_the_client_has_said_and_ran(
     assert [c.name for c in t.ran] == t.executed
 
 
+async def test_a_running_calls_transcript_gives_the_time_so_far(
+    make_emu: EmuFactory,
+) -> None:
+    app = menu()
+    emu = make_emu(app, speed=1)  # real time: the read waits for the live key
+    async with in_process(emu) as client:
+        await client.create_app(app.url)
+        placed = await client.place_inbound("live")
+        await emu.call(placed.callid).wait_command("read")
+        info = await client.call(placed.callid)
+        t = await client.transcript(placed.callid)
+        assert info.state == "up"
+        assert info.duration > 0.0
+        assert info.transcript is not None
+        assert info.transcript.duration == info.duration  # one clock reading, one answer
+        assert t.duration >= info.duration  # read after it: later, never 0.0
+        assert f"still running after {t.duration:.1f}s" in t.render()
+        await client.hang_up(placed.callid)
+        done = await emu.wait_call(placed.callid)
+        assert (await client.transcript(placed.callid)).duration == done.duration
+
+
 # ---------------------------------------------------------------- errors
 
 
