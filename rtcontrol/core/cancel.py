@@ -1,12 +1,17 @@
-"""Cancellations the framework makes itself, told apart from a handler's own.
+"""Cancellations the framework makes itself, and the tasks it never cancels.
 
 A handler or a straight-line flow may use ``asyncio.timeout`` or a task group: those
 cancel the task running it, and the cancellation belongs to the code that asked for
-it. The framework cancels the same tasks when nobody waits for them any longer (a
-call ended behind a hold, a slow handler past ``RTCONTROL_BACKGROUND_TIMEOUT``, an
-ending flow past its budget). :func:`abandon` marks those; :func:`abandoned` tells a
-flow's driver which kind it caught: it hands an abandoned flow over to the
-background, and throws any other cancellation into the flow, as a task would.
+it. The framework gives up on the same tasks when nobody waits for them any longer
+(a call ended behind a hold, a slow handler past ``RTCONTROL_BACKGROUND_TIMEOUT``, a
+hold that could not be recorded). :func:`abandon` is how it does so:
+
+* a step handler's task is cancelled;
+* a task driving a straight-line flow (:func:`drives_flow`) is left running: the flow
+  goes on in the very task its ``asyncio.timeout`` and task groups are bound to, so
+  what it started (a ``once()``) completes, and its next await meets the end of the
+  call (``CallHungUp``) or a dropped copy's fate. Every cancellation such a task sees
+  is the flow's own, and is thrown into the flow, as a task would.
 """
 
 from __future__ import annotations
@@ -15,20 +20,30 @@ import asyncio
 import weakref
 from typing import Any
 
-__all__ = ["abandon", "abandoned"]
+__all__ = ["abandon", "drives_flow"]
 
-_ABANDONED: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
+_FLOWS: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
+
+
+def drives_flow() -> None:
+    """The running task drives a straight-line flow: the framework never cancels it."""
+    task = asyncio.current_task()
+    if task is not None:
+        _FLOWS.add(task)
 
 
 def abandon(task: asyncio.Future[Any]) -> bool:
-    """Cancel ``task`` on the framework's behalf; returns what ``task.cancel()`` did."""
+    """Stop waiting for ``task``: cancel it, unless it drives a straight-line flow
+    (whose outcome is then retrieved, never logged as lost). Returns whether it was
+    cancelled."""
     if task.done():
         return False
-    _ABANDONED.add(task)
+    if task in _FLOWS:
+        task.add_done_callback(_retrieve)
+        return False
     return task.cancel()
 
 
-def abandoned() -> bool:
-    """Was the running task cancelled by :func:`abandon`?"""
-    task = asyncio.current_task()
-    return task is not None and task in _ABANDONED
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # nobody waits for it: its error was logged where it arose

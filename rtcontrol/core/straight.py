@@ -65,7 +65,7 @@ from ..results import (
 )
 from ..validate import encode_json
 from .actions import Action, ActionKind
-from .cancel import abandon, abandoned
+from .cancel import drives_flow
 from .journal import Journal, Once, Patch, Report, Sent, describe, digest
 
 if TYPE_CHECKING:
@@ -205,7 +205,6 @@ class Session:
         "callid",
         "coro",
         "discarded",
-        "driver",
         "ending",
         "failure",
         "finished",
@@ -227,8 +226,6 @@ class Session:
         self.position = 0
         self.live: LiveCall | None = None
         self.coro: Coroutine[Any, Report, _Signal] | None = None
-        #: A task driving the flow in the background (its callback gave up waiting).
-        self.driver: asyncio.Task[_Signal] | None = None
         #: The flow waits at a command for its report.
         self.suspended = False
         #: The call ended: an await past the journal raises CallHungUp.
@@ -285,7 +282,7 @@ async def _advance(
     session.settled.clear()
     if not session.discarded:  # a hang-up meanwhile ends this very copy
         session.runner.driving[session.callid] = session
-    handed_over = False
+    drives_flow()  # the framework never cancels this task: its cancellations are the flow's
     token = current_live.set(session.callid)
     try:
         while True:
@@ -304,7 +301,10 @@ async def _advance(
                 session.suspended = True
                 return _Next(yielded.command)
             if yielded is None:  # a bare yield (asyncio.sleep(0))
-                await asyncio.sleep(0)
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError as exc:  # the flow's own: it gets it
+                    throw = exc
                 continue
             if not hasattr(yielded, "_asyncio_future_blocking"):  # as a Task says it
                 throw = RuntimeError(f"bad yield in a straight-line flow: {yielded!r}")
@@ -315,23 +315,15 @@ async def _advance(
                 try:
                     await _done(future)
                     break
-                except asyncio.CancelledError:
-                    if abandoned():
-                        # The framework gave up on this callback (the call ended behind
-                        # a hold): the flow goes on in the background, so what it
-                        # started (a once()) completes.
-                        session.driver = _background(_finish_in_background(session, future))
-                        handed_over = True
-                        raise
+                except asyncio.CancelledError as exc:
                     # The flow's own (asyncio.timeout, a task group): as a task does,
                     # cancel what it awaits; its await then raises CancelledError.
                     if not future.cancel():
-                        throw = asyncio.CancelledError()
+                        throw = exc
                         break
     finally:
         current_live.reset(token)
-        if not handed_over:
-            _settle(session)
+        _settle(session)
 
 
 def _settle(session: Session) -> None:
@@ -340,15 +332,6 @@ def _settle(session: Session) -> None:
     if driving.get(session.callid) is session:
         del driving[session.callid]
     session.settled.set()
-
-
-async def _finish_in_background(session: Session, future: asyncio.Future[Any]) -> _Signal:
-    try:
-        await _done(future)
-    except BaseException:
-        _settle(session)
-        raise
-    return await _advance(session)
 
 
 async def _done(future: asyncio.Future[Any]) -> None:
@@ -961,7 +944,10 @@ class ScriptRunner:
             if held is not None and _holds(held, stored):
                 # The common case: this worker's flow waits at the stored journal's last
                 # command. Its own copy of the journal goes on (the stored one stays as
-                # it was, for a hold written meanwhile).
+                # it was, for a hold written meanwhile). While it runs it is out of the
+                # cache (no other call's put evicts it); it is put back at its next
+                # command.
+                self.cache.pop(req.callid)
                 journal = held.journal
                 if held.live is not None:
                     held.live._request = req  # call.status: the callback that resumed it
@@ -1068,6 +1054,7 @@ class ScriptRunner:
             assert isinstance(entry, Sent)
             assert entry.report is not None
             session.journal = journal
+            self.cache.pop(callid)  # out of the cache while it runs
             return session, entry.report
         self.cache.drop(callid)
         return None
@@ -1137,14 +1124,12 @@ class ScriptRunner:
                 flow_log.info("callid=%s: the flow is not ended here: %s", req.callid, exc)
                 return None
         session.ending = True  # the flow's next command raises CallHungUp instead
-        ender = asyncio.ensure_future(_end(session, req.callid, catch_up))
+        # Its own task, never cancelled (cancel.py): past the budget the flow is dropped
+        # and keeps running there until its next await.
+        ender = _background(_end(session, req.callid, catch_up))
         try:
             await asyncio.wait_for(asyncio.shield(ender), timeout=budget)
-        except asyncio.CancelledError:
-            abandon(ender)
-            raise
         except TimeoutError:
-            abandon(ender)
             flow_log.error(
                 "callid=%s: flow %s still running %.0fs after the hang-up: dropped",
                 req.callid,
@@ -1166,17 +1151,15 @@ async def _end(session: Session, callid: int, catch_up: Report | None) -> None:
     if catch_up is not None:
         await _advance(session, send=catch_up)
     while not session.finished:
-        fresh = session.position == 0 and session.driver is None  # a replay not started yet
+        fresh = session.position == 0  # a replay not started yet
         if fresh and session.settled.is_set() and not session.suspended:
             await _advance(session)
         elif session.suspended:
             await _advance(session, throw=session.hang_up())
-        elif session.driver is not None and not session.driver.done():
-            await asyncio.shield(session.driver)
-        elif not session.settled.is_set():
+        elif not session.settled.is_set():  # driven by its callback's task: the end waits
             await session.settled.wait()
         else:
-            return  # dropped, or its driver gave up: nothing left to end
+            return  # dropped: nothing left to end
 
 
 def _holds(session: Session, stored: Journal) -> bool:
