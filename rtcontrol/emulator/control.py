@@ -12,20 +12,25 @@ the reference. In short:
   its start, closed after ``call.ended``): Server-Sent Events, one JSON event each.
 
 Errors are ``{"error": {"code": ..., "message": ...}}`` with 400 (bad input, or a
-CALLR error token as ``code``), 404 (no such call or app) or 409 (not now: the call is
-not live, not ringing, or over): a handler raises :class:`~rtcontrol.errors.ControlError`,
-the very exception :class:`~rtcontrol.emulator.ControlClient` raises from that answer.
+CALLR error token as ``code``), 404 (no such call or app, or no such route: ``NOT_FOUND``),
+405 (``METHOD_NOT_ALLOWED``) or 409 (not now: the call is not live, not ringing, or
+over). ``code`` is for programs; ``message`` is one sentence for people, naming the
+field at fault and what it must be (never echoing what was sent, but for a well-formed
+app hash or call id). A handler raises :class:`~rtcontrol.errors.ControlError`, the very
+exception :class:`~rtcontrol.emulator.ControlClient` raises from that answer.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
@@ -67,8 +72,13 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    #: The body as the README documents it (said when a body is not a JSON object).
+    shape: ClassVar[str] = "{}"
+
 
 class InboundCall(_Body):
+    shape = '{"app"?, "from"?, "to"?, "cli_name"?, "cdr_field"?, "callee"?}'
+
     app: str | None = None
     from_: str = Field("+33612345678", alias="from")
     to: str = "+33123456789"
@@ -79,6 +89,8 @@ class InboundCall(_Body):
 
 
 class OutboundCall(_Body):
+    shape = '{"to", "app"?, "timeout"?, "cli"?, "cdr_field"?}'
+
     app: str | None = None
     to: str
     timeout: int = 30
@@ -87,6 +99,8 @@ class OutboundCall(_Body):
 
 
 class NewApp(_Body):
+    shape = '{"url", "name"?, "login"?, "password"?}'
+
     url: str
     name: str = "rtcontrol app"
     login: str = ""
@@ -94,22 +108,52 @@ class NewApp(_Body):
 
 
 class Phone(_Body):
+    shape = '{"callee": "live"} or {"callee": {a callee script}}'
+
     callee: Literal["live"] | dict[str, Any]
 
 
 class Digits(_Body):
+    shape = '{"digits": "12#"}'
+
     digits: str
 
 
 class Speech(_Body):
+    shape = '{"seconds": 3}'
+
     seconds: float = Field(ge=0, le=3600)
 
 
 class Decline(_Body):
+    shape = '{"as"?: "busy" or "rejected"}'
+
     as_: Literal["busy", "rejected"] = Field("busy", alias="as")
 
 
-M = TypeVar("M", bound=BaseModel)
+#: What a field must be, for its 400 (instead of pydantic's wording).
+_FIELD_HINTS = {
+    "app": "an app hash (8 capital letters and digits)",
+    "from": 'an E.164 number or "BLOCKED"',
+    "to": "an E.164 number (+33123456789)",
+    "timeout": "whole seconds (5 to 300)",
+    "callee": '"live" or a callee script (a JSON object)',
+    "digits": "a string of 0-9, * and #",
+    "seconds": "a number of seconds, 0 to 3600",
+    "as": '"busy" or "rejected"',
+}
+#: A key worth naming back in an error (what a client typed is named only if it looks so).
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
+#: An app hash, as CALLR and the emulator make them.
+_HASH = re.compile(r"[A-Z0-9]{8}")
+#: How E.164 numbers are described in errors.
+E164_RULE = "+ then 2 to 15 digits, no leading 0: +33123456789"
+
+M = TypeVar("M", bound=_Body)
+
+
+def _fields(model: type[_Body]) -> str:
+    return ", ".join(f.alias or name for name, f in model.model_fields.items())
 
 
 async def _body(request: Request, model: type[M]) -> M:
@@ -117,13 +161,34 @@ async def _body(request: Request, model: type[M]) -> M:
     try:
         data = json.loads(raw) if raw.strip() else {}
     except ValueError:
-        raise ControlError(400, "INVALID_JSON", "the body is not JSON") from None
+        raise ControlError(
+            400, "INVALID_JSON", f"the body is not JSON: it must be {model.shape}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ControlError(400, "INVALID_PARAM", f"the body must be a JSON object: {model.shape}")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ControlError(400, "INVALID_PARAM", f"{where}: {first['msg']}") from None
+        raise ControlError(400, "INVALID_PARAM", _invalid(model, exc)) from None
+
+
+def _invalid(model: type[_Body], exc: ValidationError) -> str:
+    """One sentence for a body pydantic refused: an unknown key first (the likeliest
+    mistake: a misspelt name), then a missing one, then a bad value."""
+    errors = exc.errors()
+    extra = [e for e in errors if e["type"] == "extra_forbidden"]
+    if extra:
+        key = str(extra[0]["loc"][0])
+        named = repr(key) if _NAME.fullmatch(key) else "a key"
+        return f"{named} is not a field of this body: it takes {_fields(model)}"
+    first = next((e for e in errors if e["type"] == "missing"), errors[0])
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    top = str(first["loc"][0]) if first["loc"] else ""
+    if first["type"] == "missing":
+        return f"{where}: required ({model.shape})"
+    if top in _FIELD_HINTS:
+        return f"{top}: must be {_FIELD_HINTS[top]}"
+    return f"{where}: {first['msg']}"
 
 
 # ---------------------------------------------------------------- the API
@@ -137,6 +202,9 @@ class Control:
 
     def _app_hash(self, given: str | None) -> str:
         if given:
+            if not _HASH.fullmatch(given):
+                message = "app: not an app hash (8 capital letters and digits)"
+                raise ControlError(400, "PROPERTY_VALUE_ERROR", message)
             return given
         apps = [a.hash for a in self.emu.apps.values() if a.type == "REALTIME10"]
         if len(apps) != 1:
@@ -147,8 +215,10 @@ class Control:
 
     def _callid(self, request: Request) -> int:
         text = request.path_params["callid"]
-        if not text.isdigit() or int(text) not in self.emu.call_ids():
-            raise ControlError(404, "NO_SUCH_CALL", f"no call {text}")
+        if not text.isdigit() or len(text) > 20:
+            raise ControlError(404, "NO_SUCH_CALL", "no such call: a call id is a number")
+        if int(text) not in self.emu.call_ids():
+            raise ControlError(404, "NO_SUCH_CALL", f"no call {int(text)}")
         return int(text)
 
     def _call(self, request: Request) -> EmulatedCall:
@@ -189,10 +259,40 @@ class Control:
 
     async def create_app(self, request: Request) -> Response:
         body = await _body(request, NewApp)
-        app = self.emu.create_app(
-            body.url, name=body.name, login=body.login, password=body.password
-        )
+        try:
+            app = self.emu.create_app(
+                body.url, name=body.name, login=body.login, password=body.password
+            )
+        except RPCFault as fault:
+            raise self._refused(fault) from None
         return JSONResponse(_app_json(app), status_code=201)
+
+    def _refused(self, fault: RPCFault, app_hash: str = "", **names: str) -> ControlError:
+        """The emulator's CALLR refusal as a sentence naming the control API's field
+        (``names``: the emulator's field -> the body's, with what it must be); the
+        ``code`` stays the CALLR token."""
+        field = fault.field or ""
+        if fault.token == "BAD_APP_TYPE" or field == "app":
+            message = self._app_problem(app_hash)
+        elif field in names:
+            message = names[field]
+        elif field == "params.url":
+            message = "url: must be an http:// or https:// URL"
+        elif field == "name":
+            message = "name: must be 1 to 128 characters, not only spaces"
+        elif field.startswith("params."):
+            message = f"{field.removeprefix('params.')}: must be a string"
+        else:
+            message = f"the emulator refused the request ({fault.message})"
+        return ControlError(400, fault.token, message)
+
+    def _app_problem(self, app_hash: str) -> str:
+        app = self.emu.apps.get(app_hash)
+        if app is None:
+            return f"app: no REALTIME10 app with hash {app_hash}"
+        if app.type != "REALTIME10":
+            return f"app: {app_hash} is a {app.type} app, not REALTIME10"
+        return f"app: app {app_hash} has no callback URL"
 
     async def phonebook(self, request: Request) -> Response:
         emu = self.emu
@@ -207,7 +307,7 @@ class Control:
     async def set_phone(self, request: Request) -> Response:
         number = request.path_params["number"]
         if not E164.fullmatch(number):
-            raise ControlError(400, "INVALID_PARAM", "number: an E.164 number (+33...)")
+            raise ControlError(400, "INVALID_PARAM", f"number: not an E.164 number ({E164_RULE})")
         body = await _body(request, Phone)
         self.emu.phonebook.pop(number, None)
         self.emu.live_numbers.discard(number)
@@ -232,21 +332,47 @@ class Control:
             callee = None
         else:
             callee = _callee(body.callee)
-        call = self.emu.start_call(
-            self._app_hash(body.app),
-            callee,
-            cli_number=body.from_,
-            cli_name=body.cli_name,
-            number=body.to,
-            cdr_field=body.cdr_field,
-        )
+        app_hash = self._app_hash(body.app)
+        try:
+            call = self.emu.start_call(
+                app_hash,
+                callee,
+                cli_number=body.from_,
+                cli_name=body.cli_name,
+                number=body.to,
+                cdr_field=body.cdr_field,
+            )
+        except RPCFault as fault:
+            raise self._refused(
+                fault,
+                app_hash,
+                number=f"to: not an E.164 number ({E164_RULE})",
+                cli_number=f'from: not an E.164 number ({E164_RULE}) nor "BLOCKED"',
+            ) from None
         return JSONResponse(self.emu.call_info(call.callid), status_code=201)
 
     async def place_outbound(self, request: Request) -> Response:
         body = await _body(request, OutboundCall)
         options = {"cli": body.cli, "cdr_field": body.cdr_field}
         target = {"number": body.to, "timeout": body.timeout}
-        request_hash = self.emu.realtime(self._app_hash(body.app), target, options)
+        app_hash = self._app_hash(body.app)
+        bad_target = (
+            f"to: not an E.164 number ({E164_RULE})"
+            if not E164.fullmatch(body.to)
+            else "timeout: must be whole seconds, 5 to 300"
+        )
+        try:
+            request_hash = self.emu.realtime(app_hash, target, options)
+        except RPCFault as fault:
+            raise self._refused(
+                fault,
+                app_hash,
+                target=bad_target,
+                **{
+                    "options.cli": f'cli: must be "BLOCKED" or an E.164 number ({E164_RULE})',
+                    "options.cdr_field": "cdr_field: must be up to 32 letters and digits",
+                },
+            ) from None
         callid = next(
             (r.callid for r in self.emu.ringing.values() if r.request_hash == request_hash),
             None,
@@ -396,6 +522,22 @@ def _guard(handler: Handler) -> Handler:
     return run
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """No route there, or not with that method: the API's JSON error, not plain text."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 404:
+        return _error(404, "NOT_FOUND", "no such route in the control API (see GET /control/v1/)")
+    if status == 405:
+        allow = (exc.headers or {}).get("Allow", "") if isinstance(exc, HTTPException) else ""
+        methods = sorted({m.strip() for m in allow.split(",")} - {"HEAD", ""})
+        response = _error(
+            405, "METHOD_NOT_ALLOWED", f"this route takes {', '.join(methods) or 'no method'}"
+        )
+        response.headers["Allow"] = allow
+        return response
+    return _error(status, f"HTTP_{status}", "the control API could not answer")
+
+
 def build_control_app(emu: Emulator) -> Starlette:
     """The control API as an ASGI app (mounted at :data:`CONTROL_PATH`)."""
     c = Control(emu)
@@ -419,8 +561,26 @@ def build_control_app(emu: Emulator) -> Starlette:
         ("/calls/{callid}/decline", c.decline, ["POST"]),
         ("/events", c.events, ["GET"]),
     ]
-    routes: list[BaseRoute] = [Route(p, _guard(h), methods=m) for p, h, m in table]
-    return Starlette(routes=routes)
+    by_path: dict[str, dict[str, Handler]] = {}
+    for path, handler, methods in table:
+        by_path.setdefault(path, {}).update(dict.fromkeys(methods, handler))
+    routes: list[BaseRoute] = [
+        Route(path, _guard(_by_method(handlers)), methods=list(handlers))
+        for path, handlers in by_path.items()
+    ]
+    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+
+
+def _by_method(handlers: dict[str, Handler]) -> Handler:
+    """One route per path (so a 405 names every method the path takes)."""
+    if len(handlers) == 1:
+        return next(iter(handlers.values()))
+
+    async def run(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return run
 
 
 def build_service_app(emu: Emulator) -> Starlette:
