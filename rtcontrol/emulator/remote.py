@@ -29,18 +29,20 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
-from ..errors import ControlError, ControlUnreachable
+from ..errors import ConfigurationError, ControlError, ControlUnreachable
 from .bus import ControlEvent
 from .callee import Callee
+from .control import CONTROL_PATH
 from .live import LiveCallee
 from .scripts import callee_from_json, callee_to_json
 from .transcript import Transcript
@@ -202,10 +204,14 @@ class ControlClient:
     """The emulator's control API, from Python (an async context manager).
 
     ``base_url``: the API's root, e.g. ``http://127.0.0.1:8765/control/v1`` (what
-    ``GET /control/v1/`` calls ``control_url``). ``transport``: e.g.
-    ``httpx.ASGITransport(build_service_app(emulator))`` to stay in-process. Proxies
-    from the environment are ignored (the emulator is local). ``timeout``: seconds per
-    request (the event stream waits for events as long as it takes).
+    ``GET /control/v1/`` calls ``control_url``); the emulator's own address
+    (``http://127.0.0.1:8765``, no path) means its ``/control/v1``; any other path is
+    used as given. It must be ``http://`` or ``https://`` and hold no credentials (the
+    control API takes none): :class:`~rtcontrol.errors.ConfigurationError` otherwise.
+    ``transport``: e.g. ``httpx.ASGITransport(build_service_app(emulator))`` to stay
+    in-process. Proxies from the environment are ignored (the emulator is local).
+    ``timeout``: seconds per request (default 30; the event stream waits for events as
+    long as it takes).
 
     Every method raises :class:`~rtcontrol.errors.ControlError` when the API refuses
     the request (``status`` 400: bad input or a CALLR error token as ``code``; 404: no
@@ -221,7 +227,7 @@ class ControlClient:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float = TIMEOUT,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = _base_url(base_url)
         self._timeout = timeout
         self._client = httpx.AsyncClient(
             base_url=self.base_url + "/",
@@ -230,6 +236,9 @@ class ControlClient:
             timeout=timeout,
             verify=_tls(),
         )
+
+    def __repr__(self) -> str:
+        return f"ControlClient({self.base_url!r})"
 
     async def __aenter__(self) -> ControlClient:
         return self
@@ -253,16 +262,19 @@ class ControlClient:
 
     # --- plumbing ---------------------------------------------------------------------------
     def _unreachable(self, exc: httpx.HTTPError) -> ControlUnreachable:
-        reason = str(exc) or type(exc).__name__
+        reason = _no_userinfo(str(exc)) or type(exc).__name__
         where = f"the emulator's control API at {self.base_url}"
         return ControlUnreachable(0, "UNREACHABLE", f"cannot reach {where}: {reason}")
+
+    def _decode(self, response: httpx.Response) -> Any:
+        return _decode(response, _hint(self.base_url))
 
     async def _request(self, method: str, path: str, body: Any = None) -> Any:
         try:
             response = await self._client.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
-        return _decode(response)
+        return self._decode(response)
 
     # --- the emulator ------------------------------------------------------------------------
     async def info(self) -> ServiceInfo:
@@ -359,9 +371,10 @@ class ControlClient:
         return CallInfo.from_json(await self._request("GET", f"calls/{int(callid)}"))
 
     async def transcript(self, callid: int) -> Transcript:
-        """``GET /calls/{callid}/transcript``: its :class:`Transcript` so far (final once
-        the call ended), equal to the emulator's own. 404 for an unknown call id, 409
-        ``RINGING`` while it rings."""
+        """``GET /calls/{callid}/transcript``: its :class:`Transcript` so far (with
+        ``said``, ``ran``, ``executed``...; while the call runs, ``duration`` is the time
+        so far), equal to the emulator's own once the call ended. 404 for an unknown call
+        id, 409 ``RINGING`` while it rings."""
         data = await self._request("GET", f"calls/{int(callid)}/transcript")
         return Transcript.from_json(data)
 
@@ -422,11 +435,11 @@ class ControlClient:
                     "content-type", ""
                 ).startswith("text/event-stream"):
                     await response.aread()
-                    _decode(response)  # raises for an error status
+                    self._decode(response)  # raises for an error status
                     raise ControlUnreachable(
                         response.status_code,
                         "NOT_CONTROL_API",
-                        f"{response.request.url} answered {response.status_code}, "
+                        f"{_shown(response.request.url)} answered {response.status_code}, "
                         "not an event stream",
                     )
                 async for event in _parse_sse(response.aiter_lines()):
@@ -446,13 +459,54 @@ def _phone_path(number: str) -> str:
     return "phonebook/" + quote(number, safe="+")
 
 
+#: ``scheme://user:password@``: a URL's credentials, never shown.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
+
+
+def _no_userinfo(text: str) -> str:
+    """``http://user:secret@host/`` -> ``http://host/`` wherever a URL appears."""
+    return _USERINFO.sub(r"\1", text)
+
+
+def _shown(url: httpx.URL | str) -> str:
+    return _no_userinfo(str(url))
+
+
+def _base_url(given: str) -> str:
+    """The control API's root from what the user gave (see :class:`ControlClient`)."""
+    example = "e.g. http://127.0.0.1:8765/control/v1"
+    try:
+        parts = urlsplit(given.strip())
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - validates the port (ValueError when out of range)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ConfigurationError(f"base_url must be an http:// or https:// URL ({example})")
+    if "@" in parts.netloc:
+        raise ConfigurationError(
+            "base_url must not hold credentials: the emulator's control API takes none"
+        )
+    path = parts.path.rstrip("/") or CONTROL_PATH
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def _hint(base_url: str) -> str:
+    """Where the emulator serves its control API, when ``base_url`` is elsewhere."""
+    parts = urlsplit(base_url)
+    if parts.path == CONTROL_PATH:
+        return ""
+    return f" (the emulator serves it at {parts.scheme}://{parts.netloc}{CONTROL_PATH})"
+
+
 _NOT_JSON = object()
 
 
-def _decode(response: httpx.Response) -> Any:
-    """The JSON of a control API answer, or its error as an exception."""
+def _decode(response: httpx.Response, hint: str = "") -> Any:
+    """The JSON of a control API answer, or its error as an exception (``hint``: where
+    the control API would be, added to "no control API at ...")."""
     status = response.status_code
-    url = response.request.url
+    url = _shown(response.request.url)
     try:
         data = response.json()
     except ValueError:
@@ -464,7 +518,7 @@ def _decode(response: httpx.Response) -> Any:
         code = str(error.get("code") or f"HTTP_{status}")
         raise ControlError(status, code, str(error.get("message") or code))
     if status == 404:
-        raise ControlUnreachable(status, "NOT_CONTROL_API", f"no control API at {url}")
+        raise ControlUnreachable(status, "NOT_CONTROL_API", f"no control API at {url}{hint}")
     if data is _NOT_JSON:
         raise ControlUnreachable(
             status, "NOT_CONTROL_API", f"the control API at {url} answered {status}, not JSON"

@@ -42,7 +42,7 @@ from rtcontrol.emulator import (
 )
 from rtcontrol.emulator.control import build_control_app
 from rtcontrol.emulator.remote import _parse_sse
-from rtcontrol.errors import ControlError, ControlUnreachable
+from rtcontrol.errors import ConfigurationError, ControlError, ControlUnreachable
 
 WAIT = 30.0  # seconds an event may take on a busy machine
 BASE = "http://callr.test" + CONTROL_PATH
@@ -230,6 +230,49 @@ async def test_nothing_there_is_unreachable() -> None:
         with pytest.raises(ControlUnreachable):
             async for _ in client.events():
                 pass
+
+
+def test_credentials_in_the_url_are_refused_and_never_shown() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        ControlClient("http://u:secretpw@127.0.0.1:1/control/v1")
+    assert "must not hold credentials" in str(caught.value)
+    assert "secretpw" not in str(caught.value)
+    assert "secretpw" not in repr(caught.value)
+    for bad in ("ftp://127.0.0.1/control/v1", "127.0.0.1:8765", "http://[::1"):
+        with pytest.raises(ConfigurationError, match="http:// or https:// URL"):
+            ControlClient(bad)
+
+
+async def test_no_message_shows_a_urls_credentials() -> None:
+    """Whatever httpx says of a failure, a URL's user and password are cut out of it."""
+
+    class Leaky(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            raise httpx.ConnectError("via http://proxyuser:secretpw@proxy.test:3128/ refused")
+
+    async with ControlClient(BASE, transport=Leaky()) as client:
+        assert repr(client) == f"ControlClient({BASE!r})"
+        with pytest.raises(ControlUnreachable) as caught:
+            await client.info()
+    assert "secretpw" not in caught.value.message
+    assert "http://proxy.test:3128/" in caught.value.message
+
+
+async def test_the_emulators_root_means_its_control_api(make_emu: EmuFactory) -> None:
+    emu = make_emu()
+    service = httpx.ASGITransport(build_service_app(emu))
+    for root in ("http://callr.test", "http://callr.test/"):
+        async with ControlClient(root, transport=service) as client:
+            assert client.base_url == BASE
+            assert (await client.info()).control_url == BASE + "/"
+    async with ControlClient("http://callr.test/control", transport=service) as client:
+        assert client.base_url == "http://callr.test/control"  # another path: as given
+        with pytest.raises(ControlUnreachable) as elsewhere:
+            await client.calls()
+    assert elsewhere.value.message == (
+        "no control API at http://callr.test/control/calls "
+        "(the emulator serves it at http://callr.test/control/v1)"
+    )
 
 
 async def not_the_api(request: Request) -> Response:
