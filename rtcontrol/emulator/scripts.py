@@ -10,7 +10,8 @@ Actions: ``{"press": "12#", "after": 1, "barge_in": false}``, ``{"silence": true
 :class:`Callee`'s own (``hangup_after``, ``hangup_during``, ``hangup_delay``, ``name``).
 
 A script file holds one callee (every number reaches it), or
-``{"default": CALLEE, "phonebook": {"+33600000001": CALLEE, ...}}``.
+``{"default": CALLEE, "phonebook": {"+33600000001": CALLEE, ...}}``. The README's
+"Callee scripts" section documents every key, with a YAML example its tests load.
 """
 
 from __future__ import annotations
