@@ -203,9 +203,11 @@ class Deliveries:
                         )
                         return
                     interrupt = record.interrupt
+                    flow = engine.registry.flow(record.flow)
+                    script = flow is not None and flow.script is not None
                     broken = False  # a break was sent for this hold already
                     if interrupt is not None and interrupt.target == record.current:
-                        if call._journal_next is None:
+                        if not script:
                             # An interrupt broke this hold meanwhile: its action wins,
                             # and one break was sent already.
                             app_log.info(
@@ -214,10 +216,13 @@ class Deliveries:
                             return
                         # A straight-line flow: the interrupt applies at the await of
                         # this command (pending, never run), which the hold's report
-                        # reaches; a re-armed one left the break to this delivery.
+                        # reaches; a re-armed one left the break to this delivery. A
+                        # flow that failed has no await left: its fallback wins.
                         broken = not interrupt.rearmed
-                        record.interrupt = replace(interrupt, rearmed=False)
-                    flow = engine.registry.flow(record.flow)
+                        failed = call._journal_next is None
+                        record.interrupt = None if failed else replace(interrupt, rearmed=False)
+                    if script and call._journal_next is None:
+                        record.journal = None  # a failed flow is not replayed again
                     try:
                         checked, variables = engine.outgoing(command, call.variables, flow)
                         record.pending = Pending(_to_bye(engine, checked), variables)

@@ -841,6 +841,10 @@ def subflow_ref(fn: Any) -> str:
     return f"{module}:{qualname}"
 
 
+#: The version of a run that is an interrupt's sub-flow (after the flow returned).
+SUBFLOW = "@sub:"
+
+
 def resolve_subflow(ref: str, *, strict: bool = True) -> ScriptFn:
     import importlib
 
@@ -939,6 +943,12 @@ class ScriptRunner:
                 action = call._action
                 if action is not None and action.command is not None:
                     return action.command.then(RUN_STEP)  # an interrupt's command, then bye
+                if action is not None and action.step is not None:
+                    # An interrupt's sub-flow after the flow returned: a run of its own
+                    # (any worker replays it by name), then the call hangs up.
+                    data = _json_copy(call.state)
+                    sub = Journal(SUBFLOW + action.step, secrets.token_hex(4), data)
+                    return await self._run(call, req, sub)
                 return commands.hangup()
             held = self.cache.get(req.callid)
             if held is not None and _holds(held, stored):
@@ -1061,6 +1071,8 @@ class ScriptRunner:
 
     def _replay(self, req: RTRequest, journal: Journal) -> Session:
         fn = self.versions.get(journal.version)
+        if fn is None and journal.version.startswith(SUBFLOW):
+            fn = resolve_subflow(journal.version.removeprefix(SUBFLOW))
         if fn is None:
             raise FlowError(
                 f"flow {self.name}: call {req.callid} runs version {journal.version!r}, which "
