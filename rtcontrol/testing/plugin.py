@@ -31,6 +31,11 @@ asyncio plugin runs them (pytest-asyncio absent, or in its default strict mode w
 (``asyncio.run``). Tests marked ``asyncio``, ``anyio`` or ``trio`` are left to their
 plugin, and so are tests pytest-asyncio's auto mode runs. Async *fixtures* still need
 an asyncio plugin (``pip install pytest-asyncio``, ``asyncio_mode = "auto"``).
+
+With pytest-asyncio installed and ``asyncio_default_fixture_loop_scope`` set nowhere
+(ini file, ``-o``), this plugin sets it to ``function``, the default of pytest-asyncio's
+next versions: pytest-asyncio would otherwise print a ``PytestDeprecationWarning`` on
+every run, in any project, whether it uses asyncio or not.
 """
 
 from __future__ import annotations
@@ -46,11 +51,29 @@ if TYPE_CHECKING:
     from ..app import App
     from . import EmulatedPlatform
 
-__all__ = ["callr_platform", "pytest_pyfunc_call"]
+__all__ = ["callr_platform", "pytest_configure", "pytest_pyfunc_call"]
 
 FIXTURE = "callr_platform"
 #: Markers of the plugins that run coroutine tests themselves.
 _ASYNC_MARKERS = ("asyncio", "anyio", "trio")
+#: pytest-asyncio's setting that warns on every run while unset, and the value it gets.
+_LOOP_SCOPE = "asyncio_default_fixture_loop_scope"
+_LOOP_SCOPE_DEFAULT = "function"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Before pytest-asyncio reads it: ``asyncio_default_fixture_loop_scope`` defaults to
+    ``function`` when neither an ini file nor ``-o`` sets it."""
+    if not config.pluginmanager.hasplugin("asyncio"):
+        return
+    try:
+        if config.getini(_LOOP_SCOPE):
+            return  # the project's own choice
+    except ValueError:  # a pytest-asyncio without that setting
+        return
+    # getini caches what it read: the default is read from there from now on.
+    config._inicache[_LOOP_SCOPE] = _LOOP_SCOPE_DEFAULT
 
 
 @pytest.fixture

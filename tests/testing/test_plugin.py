@@ -110,3 +110,30 @@ def test_other_async_tests_are_left_to_pytest(pytester: pytest.Pytester) -> None
     result = pytester.runpytest_subprocess("-p", "no:asyncio", "-p", "no:cacheprovider")
     assert result.ret != 0  # pytest refuses it (not run by the kit, not passed silently)
     result.stdout.fnmatch_lines(["*async def functions are not natively supported*"])
+
+
+def test_pytest_asyncio_gets_a_fixture_loop_scope_and_warns_nothing(
+    pytester: pytest.Pytester,
+) -> None:
+    """A fresh directory, no configuration, pytest-asyncio installed: no
+    ``PytestDeprecationWarning`` about ``asyncio_default_fixture_loop_scope`` on every
+    run; the plugin gives it ``function``, the default of pytest-asyncio's next versions."""
+    pytester.makepyfile(test_one="def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    output = result.stdout.str() + result.stderr.str()
+    assert "PytestDeprecationWarning" not in output
+    assert "asyncio_default_fixture_loop_scope" in output  # pytest-asyncio's header line
+    result.stdout.fnmatch_lines(["asyncio: *asyncio_default_fixture_loop_scope=function*"])
+
+
+def test_a_fixture_loop_scope_of_the_project_is_kept(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = module\n")
+    pytester.makepyfile(test_one="def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["asyncio: *asyncio_default_fixture_loop_scope=module*"])
+    overridden = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=session"
+    )
+    overridden.stdout.fnmatch_lines(["asyncio: *asyncio_default_fixture_loop_scope=session*"])
