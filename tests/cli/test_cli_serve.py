@@ -265,3 +265,48 @@ def test_several_workers_on_redis(serve: Callable[..., Served], redis_url: str) 
     assert code == 0, log
     for callid in callids:
         assert f"callback callid={callid} " in log
+
+
+def _readme_serve_commands() -> list[str]:
+    """The uvicorn commands the README's menu IVR says to serve it with."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## A menu IVR", 1)[1].split("\n## ", 1)[0]
+    serve = section.split("Serve it with", 1)[1].split("How it reads:", 1)[0]
+    return [
+        line.split("#", 1)[0].strip()
+        for line in serve.splitlines()
+        if "uvicorn apps.menu:app" in line and not line.startswith("Serve")
+    ]
+
+
+def test_the_readme_serves_the_menu_with_credentials_or_an_explicit_opt_out() -> None:
+    """`uvicorn apps.menu:app` alone exits 3 (the callback route needs credentials): the
+    README says, where it says to serve it, which variables to set."""
+    commands = _readme_serve_commands()
+    assert [c.split(" uvicorn ")[0].split()[0].split("=")[0] for c in commands] == [
+        "RTCONTROL_CALLBACK_LOGIN",
+        "RTCONTROL_ALLOW_NO_AUTH",
+    ]
+    for command in commands:
+        *assignments, _, target = command.replace("...", "pw-123456").split()
+        env = dict(a.split("=", 1) for a in assignments)
+        port = free_port()
+        argv = [sys.executable, "-m", "uvicorn", target, "--port", str(port)]
+        proc = subprocess.Popen(argv, cwd=ROOT, env=clean_env(**env), stderr=subprocess.PIPE)
+        try:
+            wait_listening(port, proc)
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", trust_env=False).is_success
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=10)
+    alone = subprocess.run(
+        [sys.executable, "-m", "uvicorn", "apps.menu:app", "--port", str(free_port())],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert alone.returncode == 3
+    assert "RTCONTROL_ALLOW_NO_AUTH=1" in alone.stderr
