@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,9 +57,10 @@ def test_the_emulator_on_loopback_prints_no_warning(host: str) -> None:
 
 @pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
 def test_dev_warns_once_off_loopback(
-    host: str, warned: bool, monkeypatch: pytest.MonkeyPatch
+    host: str, warned: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """``rtcontrol dev --host``: the same line, before the servers start."""
+    """``rtcontrol dev --host``: the same line, before the servers start (here a stand-in
+    that records its options)."""
     from rtcontrol.devpage import run
 
     started: list[Any] = []
@@ -69,8 +71,15 @@ def test_dev_warns_once_off_loopback(
     monkeypatch.setattr(run, "run_dev", run_dev)
     for name in ("RTCONTROL_CALLBACK_LOGIN", "RTCONTROL_CALLBACK_PASSWORD"):
         monkeypatch.setenv(name, "restored-after-the-test")
-    monkeypatch.chdir(ROOT)
-    result = CliRunner().invoke(app, ["dev", "apps.menu:app", "--host", host])
+    # An app module of its own, imported once dev has set the callback credentials.
+    module = f"host_check_app_{tmp_path.name}"
+    (tmp_path / f"{module}.py").write_text("from rtcontrol import App\n\napp = App()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        result = CliRunner().invoke(app, ["dev", f"{module}:app", "--host", host])
+    finally:
+        sys.modules.pop(module, None)
     assert result.exit_code == 0, result.output
     assert [opts.host for opts in started] == [host]
     assert result.stderr == (WARNING.format(host=host) if warned else "")
