@@ -916,7 +916,6 @@ def _warn_if_exposed(host: str) -> None:
         )
 
 
-
 def emulator_banner(rpc_url: str) -> list[str]:
     """What the emulator prints once it listens: each credential line copyable as is."""
     from .emulator import DEFAULT_API_KEY, DEFAULT_LOGIN, DEFAULT_PASSWORD
