@@ -33,9 +33,9 @@ from . import keys
 from .call import Call
 from .cancel import abandon
 from .parts import EngineParts
-from .records import ActionKind, Pending
+from .records import ActionKind, CallRecord, Pending
 from .runner import Scope
-from .transaction import brief
+from .transaction import Txn, brief
 
 __all__ = ["Deliveries"]
 
@@ -77,6 +77,10 @@ class Deliveries:
     @property
     def running(self) -> int:
         return sum(len(runs) for runs in self._running.values())
+
+    def runs_here(self, callid: int, token: str) -> bool:
+        """Is this worker running the slow handler of this very hold?"""
+        return token in self._running.get(callid, {})
 
     async def alive(self, callid: int, token: str) -> bool:
         """Is a worker still running the slow handler of this very hold?"""
@@ -185,6 +189,19 @@ class Deliveries:
         )
         return engine.fallback
 
+    async def _save_ended(self, txn: Txn, record: CallRecord, call: Call) -> None:
+        engine = self.engine
+        record.hold = None
+        if call._journal_next is not None:
+            record.journal = call._journal_next
+        await txn.save(
+            encode_record(record.to_json(), record.state, "call record"),
+            ttl=engine.settings.ended_ttl,
+        )
+        flow = engine.registry.flow(record.flow)
+        if flow is not None and flow.script is not None:
+            flow.script.cache.drop(call.id)
+
     async def _deliver(self, call: Call, token: str, command: Command) -> None:
         engine = self.engine
         callid = call.id
@@ -192,6 +209,17 @@ class Deliveries:
             try:
                 async with engine.locks.hold(callid) as txn:
                     record = txn.record
+                    if (
+                        record is not None
+                        and record.ended
+                        and record.hold is not None
+                        and record.hold.token == token
+                    ):
+                        # The call ended on another worker while a straight-line flow
+                        # ran here behind the hold: save the journal it reached, for
+                        # the flow's end over there; this copy is dropped.
+                        await self._save_ended(txn, record, call)
+                        return
                     if (
                         record is None
                         or record.ended

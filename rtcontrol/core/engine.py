@@ -125,7 +125,7 @@ class Engine:
         registry.journal_limit = settings.journal_limit
         registry.services = services
         self.deliveries = Deliveries(self)
-        self.hangups = Hangups(self, self.deliveries.cancel)
+        self.hangups = Hangups(self, self.deliveries)
         self.watchdog = Watchdog(settings.blocking_warn, registry.handler_codes)
         self._background_loop: asyncio.AbstractEventLoop | None = None
         self._inflight = 0
@@ -214,8 +214,13 @@ class Engine:
         bounded = self.store.shared or not self.store.bounded
         write_by = self.timing.hard_deadline(started) if bounded else None
         hard = None if terminal else write_by
+        # A terminal callback's lock: as long as a holder may keep it, plus a round
+        # trip's worth of the budget (a store that stops answering gets it refused, kept).
+        lock_by = self.clock.monotonic() + wait + self.timing.budget if terminal else hard
         try:
-            txn = await self._within(hard, self.locks.open(req.callid, wait=wait))
+            txn = await self._within(
+                lock_by if bounded else None, self.locks.open(req.callid, wait=wait)
+            )
         except (StoreError, TimeoutError, OSError) as exc:
             return self._not_ready(req, envelope, exc)
         try:

@@ -26,9 +26,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from ..errors import StoreError
 from ..events import CallTerminated, Disposition, HangupHandled
@@ -38,7 +38,7 @@ from . import keys
 from .call import Call
 from .journal import Journal
 from .parts import Decision, EngineParts
-from .records import CallRecord, HangupTicket
+from .records import CallRecord, HangupTicket, HoldTicket
 from .transaction import brief
 
 __all__ = ["Hangups"]
@@ -51,13 +51,25 @@ GRACE = 5.0
 #: Seconds between two janitor passes (with jitter).
 JANITOR_EVERY = 2.0
 REFUSED_BODY = b'{"error":"store unavailable: hang-up kept for retry"}'
+#: Seconds between two looks at a flow running behind a hold on another worker.
+RUNNING_COPY_POLL = 0.05
+
+
+class SlowRuns(Protocol):
+    """The slow handlers running behind holds (``Deliveries``)."""
+
+    def cancel(self, callid: int) -> None: ...
+
+    def runs_here(self, callid: int, token: str) -> bool: ...
+
+    def alive(self, callid: int, token: str) -> Awaitable[bool]: ...
 
 
 class Hangups:
-    def __init__(self, engine: EngineParts, cancel_slow: Callable[[int], None]) -> None:
+    def __init__(self, engine: EngineParts, slow: SlowRuns) -> None:
         self.engine = engine
-        #: Stops the slow handler of an ended call.
-        self.cancel_slow = cancel_slow
+        #: The slow handlers running behind holds (stopped when their call ends).
+        self.slow = slow
         self._janitor: asyncio.Task[None] | None = None
         self._kept: set[int] = set()
         #: When a refused terminal callback was first seen (bounds the binding wait).
@@ -73,16 +85,30 @@ class Hangups:
         if record is None:
             record = await self._record_for(req)
         record.ended = True
-        record.interrupt = record.hold = record.pending = None
+        hold = record.hold
+        elsewhere: HoldTicket | None = None
+        spec = engine.registry.flow(record.flow)
+        if (
+            hold is not None
+            and spec is not None
+            and spec.script is not None
+            and not self.slow.runs_here(req.callid, hold.token)
+        ):
+            # A straight-line flow runs code behind the hold on another worker: its
+            # next command (and what it journaled meanwhile) is still to come. The
+            # ticket stays, so that worker saves the journal for the flow's end.
+            elsewhere = hold
+        record.interrupt = record.pending = None
+        record.hold = elsewhere
         due = engine.clock.wall() + engine.settings.hangup_budget + GRACE
         record.hangup = HangupTicket(req.model_dump(mode="json"), due)
-        self.cancel_slow(req.callid)
+        self.slow.cancel(req.callid)
         text = encode_record(record.to_json(), record.state, "call record")
         flow, state, journal = record.flow, record.state, record.journal
 
         def after() -> None:
             engine.events.emit(CallTerminated(req.callid, flow, str(req.call_status), answered))
-            self.run_later(req, flow, state, attempt=1, journal=journal)
+            self.run_later(req, flow, state, attempt=1, journal=journal, behind=elsewhere)
 
         self._first_seen.pop(req.callid, None)
         return Decision(
@@ -171,11 +197,12 @@ class Hangups:
         *,
         attempt: int,
         journal: Journal | None = None,
+        behind: HoldTicket | None = None,
     ) -> None:
         if req.callid in self._runs:
             return
         self._runs.add(req.callid)
-        task = self.engine.spawn(self._run(req, flow, state, attempt, journal))
+        task = self.engine.spawn(self._run(req, flow, state, attempt, journal, behind))
         task.add_done_callback(lambda _: self._runs.discard(req.callid))
 
     async def _run(
@@ -185,12 +212,15 @@ class Hangups:
         state: dict[str, Any],
         attempt: int,
         journal: Journal | None = None,
+        behind: HoldTicket | None = None,
     ) -> None:
         engine = self.engine
         flow = engine.registry.flow(flow_name) or engine.registry.flows["main"]
         handler = engine.registry.hook(flow, "on_hangup")
         ok = True
         if flow.script is not None:  # the flow's pending await raises: its finally blocks run
+            if behind is not None:
+                journal = await self._after_running_copy(req.callid, behind, journal)
             try:
                 final = await flow.script.end(req, journal, engine.settings.hangup_budget)
                 if final is not None:  # on_hangup sees the state the flow ended with
@@ -226,6 +256,28 @@ class Hangups:
         engine.events.emit(HangupHandled(req.callid, flow.name, ok, attempt))
         await self._complete(req.callid)
 
+    async def _after_running_copy(
+        self, callid: int, hold: HoldTicket, journal: Journal | None
+    ) -> Journal | None:
+        """Wait (within half the hang-up budget, and the hold's own limit) until the
+        worker running the flow behind ``hold`` has saved the journal it reached; then
+        the flow ends here at its true next await, and what it ran meanwhile (a
+        ``once()``) is not run again. A worker that died leaves the journal as it was."""
+        engine = self.engine
+        until = min(hold.until, engine.clock.wall() + engine.settings.hangup_budget / 2)
+        while engine.clock.wall() < until:  # another process: the store is the only signal
+            if not await self.slow.alive(callid, hold.token):
+                break
+            await asyncio.sleep(RUNNING_COPY_POLL)
+        try:
+            raw = await engine.store.get(keys.call_key(callid))
+        except (StoreError, OSError) as exc:
+            app_log.warning("callid=%s: journal not read again: %s", callid, brief(exc))
+            return journal
+        if isinstance(raw, dict) and raw.get("journal") is not None:
+            return CallRecord.from_json(raw).journal
+        return journal
+
     async def _complete(self, callid: int) -> None:
         engine = self.engine
         for attempt in range(5):
@@ -236,6 +288,7 @@ class Hangups:
                         record.hangup = replace(record.hangup, done=True)
                         record.state = {}
                         record.journal = None
+                        record.hold = None
                         text = encode_record(record.to_json(), record.state, "call record")
                         await txn.commit(text, ttl=engine.settings.ended_ttl)
                 await engine.store.index_remove(keys.HANGUP_INDEX, str(callid))

@@ -852,9 +852,9 @@ async def test_cleanup_after_a_hang_up_runs_once_and_reaches_on_hangup(
 async def test_a_call_that_ended_before_its_once_does_not_run_it_on_the_hang_up(
     make_app: Callable[..., App],
 ) -> None:
-    """Hang-up while a slow once() runs on worker A; worker B ends the call by replay:
-    B's replay reaches the once (not journaled) and raises CallHungUp instead of
-    running it a second time."""
+    """Hang-up while a slow once() runs on worker A; worker B ends the call by replay.
+    B waits for A's copy to save what it reached (the once's result), so B's replay
+    gets the result from the journal and never runs it a second time."""
     a, b = make_app(handler_budget=0.3), make_app(handler_budget=0.3)
     runs: list[str] = []
     entered, gate = asyncio.Event(), asyncio.Event()
@@ -877,8 +877,8 @@ async def test_a_call_that_ended_before_its_once_does_not_run_it_on_the_hang_up(
     hold = await within(a.handle_callback(report(CALL, r0, "1")))
     await within(entered.wait())
     await b.handle_callback(report(CALL, hold, status="HANGUP"))
-    await within(b.settle())
     gate.set()
+    await within(b.settle())
     await within(a.settle())
     assert runs == ["charge"]
 
