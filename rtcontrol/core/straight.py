@@ -213,6 +213,7 @@ class Session:
         "live",
         "position",
         "runner",
+        "sent",
         "settled",
         "suspended",
         "touched",
@@ -228,6 +229,8 @@ class Session:
         self.coro: Coroutine[Any, Report, _Signal] | None = None
         #: The flow waits at a command for its report.
         self.suspended = False
+        #: The command the flow waits at (its report not come yet).
+        self.sent: Command | None = None
         #: The call ended: an await past the journal raises CallHungUp.
         self.ending = False
         self.discarded = False
@@ -299,6 +302,7 @@ async def _advance(
             send = None
             if isinstance(yielded, _Suspend):
                 session.suspended = True
+                session.sent = yielded.command
                 return _Next(yielded.command)
             if yielded is None:  # a bare yield (asyncio.sleep(0))
                 try:
@@ -971,8 +975,16 @@ class ScriptRunner:
                 session = held
                 journal = self._restarted(session, journal)
                 return await self._run(call, req, journal)
-            journal = stored.copy()
             held = self.cache.get(req.callid)
+            if held is not None and _ran_ahead(held, stored, req):
+                # This worker answered this very report before, but the record could
+                # not be saved (the store failed the write): the flow waits at the
+                # command it sent then, never run. Answer it again; what it journaled
+                # meanwhile (a once()) is not run a second time.
+                self.cache.pop(req.callid)
+                assert held.sent is not None
+                return self._reply(call, held, held.journal, _Next(held.sent))
+            journal = stored.copy()
             last = len(journal) - 1
             if (
                 held is not None
@@ -1185,6 +1197,33 @@ def _holds(session: Session, stored: Journal) -> bool:
         and len(own) == len(stored) == session.position
         and len(own) > 0
         and own.same_line(-1, stored)
+    )
+
+
+def _ran_ahead(session: Session, stored: Journal, req: RTRequest) -> bool:
+    """``session`` got the report ``stored`` waits for (this very one) and went on to
+    a command of its own, which the store never saved."""
+    own = session.journal
+    n = len(stored)
+    if not (
+        session.suspended
+        and session.sent is not None
+        and not session.discarded
+        and not session.finished
+        and own.epoch == stored.epoch
+        and 0 < n < len(own)
+        and stored.waiting is not None
+    ):
+        return False
+    entry = own[n - 1]
+    return (
+        isinstance(entry, Sent)
+        and entry.report is not None
+        and entry.report.action is None
+        and _same_sent(entry, stored[n - 1])
+        and entry.report.result == req.command_result
+        and entry.report.error == req.command_error
+        and all(own.same_line(i, stored) for i in range(n - 1))
     )
 
 
