@@ -48,6 +48,7 @@ from .rpc import RPC_PATH
 from .scripts import callee_from_json, callee_to_json
 from .settings import DEFAULT_API_KEY
 from .transcript import Transcript
+from .wire import decode_json
 
 __all__ = ["CONTROL_PATH", "build_control_app", "build_service_app", "sse_lines"]
 
@@ -116,7 +117,7 @@ class Phone(_Body):
 class Digits(_Body):
     shape = '{"digits": "12#"}'
 
-    digits: str
+    digits: str = Field(pattern=r"^[0-9*#]{1,64}$")
 
 
 class Speech(_Body):
@@ -138,7 +139,7 @@ _FIELD_HINTS = {
     "to": "an E.164 number (+33123456789)",
     "timeout": "whole seconds (5 to 300)",
     "callee": '"live" or a callee script (a JSON object)',
-    "digits": "a string of 0-9, * and #",
+    "digits": "1 to 64 keys: 0-9, * and #",
     "seconds": "a number of seconds, 0 to 3600",
     "as": '"busy" or "rejected"',
 }
@@ -156,13 +157,36 @@ def _fields(model: type[_Body]) -> str:
     return ", ".join(f.alias or name for name, f in model.model_fields.items())
 
 
+#: Largest request body the control API reads, in bytes (a callee script is a few KB).
+MAX_BODY = 64 * 1024
+
+
+def _number(text: str | None, refusal: ControlError) -> int | None:
+    """A non-negative integer from a path, query or header (ASCII digits, at most 20),
+    or None when absent; anything else gets ``refusal`` (which never echoes it)."""
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 20):
+        raise refusal
+    return int(text)
+
+
 async def _body(request: Request, model: type[M]) -> M:
-    raw = await request.body()
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:
+        raise ControlError(413, "TOO_LARGE", f"the body is over {MAX_BODY} bytes")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise ControlError(413, "TOO_LARGE", f"the body is over {MAX_BODY} bytes")
     try:
-        data = json.loads(raw) if raw.strip() else {}
-    except ValueError:
+        data = decode_json(raw) if raw.strip() else {}
+    except (ValueError, UnicodeDecodeError):
         raise ControlError(
-            400, "INVALID_JSON", f"the body is not JSON: it must be {model.shape}"
+            400,
+            "INVALID_JSON",
+            f"the body is not strict JSON (UTF-8, no NaN or Infinity): it must be {model.shape}",
         ) from None
     if not isinstance(data, dict):
         raise ControlError(400, "INVALID_PARAM", f"the body must be a JSON object: {model.shape}")
@@ -214,12 +238,14 @@ class Control:
         return apps[0]
 
     def _callid(self, request: Request) -> int:
-        text = request.path_params["callid"]
-        if not text.isdigit() or len(text) > 20:
-            raise ControlError(404, "NO_SUCH_CALL", "no such call: a call id is a number")
-        if int(text) not in self.emu.call_ids():
-            raise ControlError(404, "NO_SUCH_CALL", f"no call {int(text)}")
-        return int(text)
+        callid = _number(
+            request.path_params["callid"],
+            ControlError(404, "NO_SUCH_CALL", "no such call: a call id is a number"),
+        )
+        assert callid is not None
+        if callid not in self.emu.call_ids():
+            raise ControlError(404, "NO_SUCH_CALL", f"no call {callid}")
+        return callid
 
     def _call(self, request: Request) -> EmulatedCall:
         callid = self._callid(request)
@@ -448,20 +474,23 @@ class Control:
         return JSONResponse({"done": True})
 
     async def events(self, request: Request) -> Response:
-        callid = request.query_params.get("callid")
-        if callid is not None and not callid.isdigit():
-            raise ControlError(400, "INVALID_PARAM", "callid: an integer")
-        return self._stream(request, int(callid) if callid else None, closing=False)
+        callid = _number(
+            request.query_params.get("callid") or None,
+            ControlError(400, "INVALID_PARAM", "callid: a call id (ASCII digits)"),
+        )
+        return self._stream(request, callid, closing=False)
 
     async def call_events(self, request: Request) -> Response:
         return self._stream(request, self._callid(request), closing=True)
 
     def _stream(self, request: Request, callid: int | None, *, closing: bool) -> Response:
         since_text = request.headers.get("last-event-id") or request.query_params.get("since")
-        if since_text is not None and not since_text.isdigit():
-            raise ControlError(400, "INVALID_PARAM", "since: an event number")
+        found = _number(
+            since_text,
+            ControlError(400, "INVALID_PARAM", "since (or Last-Event-ID): an event number"),
+        )
         # One call's stream replays the call from its start; the global one from since.
-        since = int(since_text) if since_text is not None else (0 if closing else None)
+        since = found if found is not None else (0 if closing else None)
         ended = closing and callid is not None and self._over(callid)
         sub = self.emu.bus.subscribe(callid, since)
 
