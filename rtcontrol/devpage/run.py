@@ -33,7 +33,7 @@ from rtcontrol.emulator.control import build_service_app
 from rtcontrol.emulator.printer import print_events
 from rtcontrol.errors import ConfigurationError
 
-__all__ = ["DevOptions", "free_or_default", "run_dev", "watch_dir"]
+__all__ = ["DevOptions", "app_routes", "banner", "free_or_default", "run_dev", "watch_dir"]
 
 #: How long the app may take to answer /healthz the first time (a cold import).
 START_TIMEOUT = 60.0
@@ -133,18 +133,117 @@ async def _until_signalled() -> None:
             loop.remove_signal_handler(sig)
 
 
-def banner(target: str, app_url: str, rpc_url: str, page_url: str, app_hash: str) -> list[str]:
-    """What ``rtcontrol dev`` prints once everything is up (each line copyable)."""
-    return [
+#: The probe's line on stdout: the marker, then the routes as JSON.
+_ROUTES_MARK = "rtcontrol-dev-routes: "
+#: Run as ``python -c`` in the app's environment: which apps the target's
+#: :class:`~rtcontrol.App` answers inbound and outbound calls for (its registry's routing
+#: tables: app hashes, ``null`` for every app), or ``null`` when it is no rtcontrol App.
+_ROUTES_PROBE = f"""
+import importlib, json, sys
+from rtcontrol import App
+module, _, attr = sys.argv[1].partition(":")
+found = importlib.import_module(module)
+for part in (attr or "app").split("."):
+    found = getattr(found, part)
+routes = None
+if isinstance(found, App):
+    routes = {{w: sorted(getattr(found.registry, w), key=str) for w in ("inbound", "outbound")}}
+print("\\n{_ROUTES_MARK}" + json.dumps(routes), flush=True)
+"""
+
+#: Which app hashes an app answers, by direction (``None``: every app).
+Routes = dict[str, list[str | None]]
+
+
+async def app_routes(target: str, env: dict[str, str]) -> Routes | None:
+    """The inbound and outbound routes of ``target``'s App, read by importing it in a
+    child process (the app's environment; this process never imports user code).
+
+    ``None`` when that cannot be told: not an rtcontrol ``App`` (an ASGI app wrapping
+    one, say), or its import failed (the app's own start says why)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _ROUTES_PROBE,
+        target,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with asyncio.timeout(START_TIMEOUT):
+            out, _ = await proc.communicate()
+    except TimeoutError:
+        return None
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+    for line in reversed(out.decode(errors="replace").splitlines()):
+        if line.startswith(_ROUTES_MARK):
+            with contextlib.suppress(ValueError):
+                found = json.loads(line.removeprefix(_ROUTES_MARK))
+                if isinstance(found, dict) and all(
+                    isinstance(found.get(way), list) for way in ("inbound", "outbound")
+                ):
+                    return {way: list(found[way]) for way in ("inbound", "outbound")}
+            return None
+    return None
+
+
+def answers(routes: Routes | None, way: str, app_hash: str) -> bool | None:
+    """Whether the app answers ``way`` (inbound, outbound) calls of ``app_hash``; ``None``
+    when unknown."""
+    if routes is None:
+        return None
+    keys = routes.get(way, [])
+    return None in keys or app_hash in keys
+
+
+def banner(
+    target: str,
+    app_url: str,
+    rpc_url: str,
+    page_url: str,
+    app_hash: str,
+    *,
+    routes: Routes | None = None,
+    reload: bool = True,
+) -> list[str]:
+    """What ``rtcontrol dev`` prints once everything is up (each line copyable).
+
+    The ``rtcontrol call`` commands that reach the app from another shell: inbound, and
+    outbound unless ``routes`` show the app has no outbound handler (then a line says
+    what it needs). ``routes`` ``None`` (unknown): both commands."""
+    lines = [
         f"rtcontrol dev: {target}",
-        f"app        {app_url}  (reloads on change)",
+        f"app        {app_url}" + ("  (reloads on change)" if reload else ""),
         f"emulator   {rpc_url}  REALTIME10 app {app_hash}",
         f"softphone  {page_url}",
-        "Outbound calls ring the softphone; from another shell:",
-        f"rtcontrol call +33612345678 --app {app_hash} --api-url {rpc_url} "
-        f"--api-key {DEFAULT_API_KEY}",
-        "Ctrl-C to stop.",
     ]
+    inbound = f"rtcontrol call --inbound +33123456789 --app {app_hash} --api-url {rpc_url}"
+    outbound = (
+        f"rtcontrol call +33612345678 --app {app_hash} --api-url {rpc_url} "
+        f"--api-key {DEFAULT_API_KEY}"
+    )
+    if answers(routes, "inbound", app_hash) is False:
+        lines.append(
+            "No inbound handler: calls to the app need @app.inbound_call, @app.on_inbound "
+            "or add_flow(..., inbound=True)."
+        )
+    else:
+        lines += ["Call the app from another shell:", inbound]
+    if answers(routes, "outbound", app_hash) is False:
+        lines.append(
+            "No outbound handler: `rtcontrol call NUMBER` needs @app.outbound_call, "
+            "@app.on_outbound or add_flow(..., outbound=True)."
+        )
+    else:
+        lines += ["Have the app call you (outbound calls ring the softphone):", outbound]
+    lines.append("Ctrl-C to stop.")
+    return lines
 
 
 async def run_dev(opts: DevOptions, console: Console) -> None:
@@ -174,6 +273,7 @@ async def run_dev(opts: DevOptions, console: Console) -> None:
             proc = await asyncio.create_subprocess_exec(
                 *_app_command(opts, app_port, log_file), env=env
             )
+            probe = asyncio.create_task(app_routes(opts.target, env))
             printer: asyncio.Task[None] | None = None
             try:
                 app_url = f"http://{host}:{app_port}{opts.path}"
@@ -182,13 +282,24 @@ async def run_dev(opts: DevOptions, console: Console) -> None:
                     app_url, name=opts.target, login=CALLBACK_LOGIN, password=password
                 )
                 page_url = f"http://{host}:{emulator_port}/"
-                for line in banner(opts.target, app_url, rpc_url, page_url, app.hash):
+                lines = banner(
+                    opts.target,
+                    app_url,
+                    rpc_url,
+                    page_url,
+                    app.hash,
+                    routes=await probe,
+                    reload=opts.reload,
+                )
+                for line in lines:
                     console.print(line, soft_wrap=True, highlight=False, markup=False)
                 if opts.open_browser:
                     webbrowser.open(page_url)
                 printer = asyncio.create_task(print_events(emu.bus, console))
                 await _until_signalled()
             finally:
+                probe.cancel()
+                await asyncio.gather(probe, return_exceptions=True)
                 if printer is not None:
                     printer.cancel()
                     await asyncio.gather(printer, return_exceptions=True)
