@@ -1,8 +1,8 @@
 """The dev page: a browser softphone and a live transcript, served by the emulator.
 
 Plain HTML, CSS and JavaScript in ``static/`` (no build step): ``GET /`` is the page,
-``GET /static/<file>`` its assets. It talks only to the emulator's control API
-(``/control/v1``), on the same origin.
+``GET /static/<file>`` its assets, ``GET /favicon.ico`` its icon. It talks only to the
+emulator's control API (``/control/v1``), on the same origin.
 """
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ from starlette.routing import BaseRoute, Route
 __all__ = ["STATIC", "page_routes"]
 
 STATIC = files(__package__) / "static"
-_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".html": "text/html",
+    ".svg": "image/svg+xml",
+}
 
 
 async def _index(request: Request) -> Response:
@@ -41,9 +46,20 @@ async def _asset(request: Request) -> Response:
     )
 
 
+async def _favicon(request: Request) -> Response:
+    """The icon browsers ask for on their own (the page links the same SVG)."""
+    return Response(
+        (STATIC / "favicon.svg").read_bytes(),
+        media_type=_TYPES[".svg"],
+        headers={"Cache-Control": "max-age=3600"},
+    )
+
+
 def page_routes() -> list[BaseRoute]:
-    """``GET /`` and ``GET /static/{name}`` (mount before the catch-all JSON-RPC)."""
+    """``GET /``, ``GET /static/{name}`` and ``GET /favicon.ico`` (mount before the
+    catch-all JSON-RPC)."""
     return [
         Route("/", _index, methods=["GET"]),
         Route("/static/{name}", _asset, methods=["GET"]),
+        Route("/favicon.ico", _favicon, methods=["GET"]),
     ]
