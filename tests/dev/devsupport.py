@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -59,6 +60,27 @@ def shown_callid(page: Any) -> int:
     """The call whose transcript the page shows (the softphone's call)."""
     title = page.locator("#log-title").inner_text()
     return int(title.split()[-1])
+
+
+#: Each transcript row of the page: its event's seq and type, its time, its text.
+ROWS_JS = """
+[...document.querySelectorAll("#transcript .ev")].map((e) => ({
+  seq: Number(e.dataset.seq),
+  type: e.dataset.type,
+  at: parseFloat(e.querySelector(".at").textContent),
+  text: e.textContent,
+}))
+"""
+
+
+def transcript_rows(page: Any) -> list[dict[str, Any]]:
+    """The rows of the transcript the page shows, top to bottom."""
+    rows: list[dict[str, Any]] = page.evaluate(ROWS_JS)
+    return rows
+
+
+#: An unmasked phone number (what the page must never show).
+PHONE = re.compile(r"\+[0-9]{6,15}")
 
 
 def free_port() -> int:
@@ -199,6 +221,29 @@ class Dev:
         )
         response.raise_for_status()
         return response.json()
+
+    def call_events(self, callid: int) -> list[dict[str, Any]]:
+        """An ended call's events, as its SSE stream replays them (it ends after
+        ``call.ended``)."""
+        events: list[dict[str, Any]] = []
+        url = f"{self.control}/calls/{callid}/events"
+        with httpx.stream("GET", url, timeout=30, trust_env=False) as response:
+            response.raise_for_status()
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line.removeprefix("data: ")))
+                    if events[-1]["type"] == "call.ended":
+                        break
+        return events
+
+    def wait_ended(self, callid: int) -> dict[str, Any]:
+        """The call's info once it is over."""
+        found: dict[str, Any] = wait_for(
+            lambda: (info := self.get(f"/calls/{callid}"))["state"] == "ended" and info,
+            f"call {callid} to end",
+            60,
+        )
+        return found
 
     def app_log_lines(self, pattern: str) -> list[str]:
         return [line for line in self.proc.output().splitlines() if re.search(pattern, line)]

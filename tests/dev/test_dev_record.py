@@ -52,9 +52,11 @@ def _end_and_check(dev: Dev, page: Any, callid: int, talked: str) -> str:
     assert re.fullmatch(RECORDING.format(callid=callid), name), name
     assert t["executed"] == ["record", "play", "hangup"]
     assert t["hangup_count"] == 1
-    said = f"Recorded {name}."
-    expect(page.locator("#prompt")).to_have_text(said)  # the app got the file's name
+    said = f"Recorded {name}."  # the app got the file's name
+    played = transcript.locator(".ev-command-started").filter(has_text="play {")
+    expect(played).to_contain_text(said)
     assert {"text": said, "lang": "en-GB"} in page.evaluate("window.__spoken")
+    expect(page.locator("#prompt")).to_have_text("")  # the call is over: no prompt left
     return name
 
 
@@ -77,7 +79,12 @@ def test_record_with_the_microphone(recorder_dev: Dev, media_browser: Any, open_
     expect(note).to_have_text(
         re.compile(r"Sent \d+\.\d s of speech with the microphone \([1-9]\d* kB of audio\)\.")
     )
-    _end_and_check(recorder_dev, page, callid, r"talked for \d+(\.\d+)?s")
+    sent = re.search(r"Sent (\d+\.\d) s", note.inner_text())
+    assert sent is not None
+    seconds = float(sent.group(1))  # rounded to 0.1 s: what the page sent, and shows
+    speech = page.locator("#transcript .ev-callee").filter(has_text="speech")
+    expect(speech).to_have_text(re.compile(rf"speech {seconds:g}s$"))
+    _end_and_check(recorder_dev, page, callid, rf"talked for {seconds:g}s")
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from typing import Any
 from devsupport import Dev, cli, page_ready, shown_callid, wait_for
 
 WELCOME = "Welcome to Example Corp. Press 1 for sales, 2 for support."
-#: The number the menu dials for "1" (sales).
-SALES = "+33100000001"
+#: The number the menu dials for "1" (sales), as the page shows it (masked).
+SALES = "+33*******01"
 
 
 def _one_hangup_reached_the_app(dev: Dev, callid: int) -> None:
@@ -68,7 +68,7 @@ def test_the_page_has_the_app_call_it_then_answers_presses_1_and_hangs_up(
     page.fill("#from", me)
     page.click("#callme")
     expect(page.locator("#incoming")).to_be_visible()
-    expect(page.locator("#incoming-detail")).to_contain_text(f"to {me}")
+    expect(page.locator("#incoming-detail")).to_contain_text("to +33*******77")  # masked
     expect(page.locator("#dial")).to_be_disabled()
     callid = shown_callid(page)
     assert me in dev.get("/phonebook")["live"]
@@ -84,7 +84,9 @@ def test_the_page_has_the_app_call_it_then_answers_presses_1_and_hangs_up(
     page.click("#answer")
     expect(page.locator("#incoming")).to_be_hidden()
     transcript = page.locator("#transcript")
-    expect(transcript.locator(".ev-call-started")).to_contain_text(f"outbound +33123456789 → {me}")
+    expect(transcript.locator(".ev-call-started")).to_contain_text(
+        "outbound +33*******89 → +33*******77"
+    )
     expect(transcript.locator(".ev-post").first).to_contain_text("UP")
     expect(transcript.locator(".ev-command-started").first).to_contain_text("read")
     expect(page.locator("#prompt")).to_have_text(WELCOME)

@@ -9,7 +9,11 @@ const state = {
   ringing: null,        // callid of an outbound call ringing the softphone
   selected: null,       // callid whose transcript is shown
   calls: new Map(),     // callid -> info
-  events: new Map(),    // callid -> [event]
+  events: new Map(),    // callid -> [event], in time order (at, then seq)
+  seen: new Set(),      // seq of every event kept: history and live never duplicate
+  since: 0,             // the live stream carries every event after this seq
+  complete: new Set(),  // calls whose history is loaded (the live stream has the rest)
+  history: null,        // {callid, source}: the selected call's history stream
   recorder: null,       // {recorder, stream, started, bytes} while the microphone records
   placing: false,       // "Have the app call me" is on its way
 };
@@ -48,9 +52,29 @@ function silence() {
 }
 
 // ------------------------------------------------------------------ transcript
+// Phone numbers are masked in everything the page shows (as the CLI's printer does):
+// +33612345678 -> +33*******78. The user's own input fields stay as typed.
+const E164 = /\+[0-9]{6,15}/g;
+function mask(text) {
+  return String(text).replace(E164, (n) => n.slice(0, 3) + "*".repeat(n.length - 5) + n.slice(-2));
+}
+
 function fmt(value) {
-  const text = JSON.stringify(value);
-  return text && text.length > 300 ? text.slice(0, 297) + "..." : text;
+  const text = value === undefined ? "" : mask(JSON.stringify(value));  // masked, then cut
+  return text.length > 300 ? text.slice(0, 297) + "..." : text;
+}
+
+// How a call ended, in words: a declined or unanswered call says so.
+const UNANSWERED = {
+  BUSY: "declined (busy)",
+  REJECTED: "declined (rejected)",
+  NOANSWER: "not answered (no answer)",
+  CONGESTION: "not answered (network congestion)",
+};
+function ending(d) {
+  if (d.ended_by === "unanswered") return UNANSWERED[d.final_status] || "not answered";
+  if (d.ended_by === "cancel") return "cancelled while ringing";
+  return `ended by ${d.ended_by}`;
 }
 
 function describe(ev) {
@@ -75,7 +99,7 @@ function describe(ev) {
     case "callee": return ["CALLEE", d.text];
     case "platform": return ["PLATFORM", d.text];
     case "error": return ["ERROR", d.text];
-    case "call.ended": return ["ENDED", `by ${d.ended_by}` + (d.posts !== undefined ? `, ${d.posts} POSTs, ${d.hangup_count} HANGUP` : "")];
+    case "call.ended": return ["ENDED", ending(d) + (d.posts !== undefined ? `, ${d.posts} POSTs, ${d.hangup_count} HANGUP` : "")];
     default: return [ev.type, fmt(d)];
   }
 }
@@ -85,6 +109,7 @@ function row(ev) {
   const div = document.createElement("div");
   div.className = "ev ev-" + ev.type.replace(".", "-");
   div.dataset.type = ev.type;
+  div.dataset.seq = String(ev.seq);
   const at = document.createElement("span");
   at.className = "at";
   at.textContent = ev.at.toFixed(2) + "s";
@@ -99,9 +124,28 @@ function row(ev) {
     badge.textContent = role;
     detail.append(badge, " ");
   }
-  detail.append(text);
+  detail.append(mask(text));
   div.append(at, label, detail);
   return div;
+}
+
+const earlier = (a, b) => a.at < b.at || (a.at === b.at && a.seq < b.seq);
+
+// Keep an event once (by seq), in its call's time order; draw it if its call is shown.
+// An answered softphone call's call.started (at 0) comes after the ringing's events.
+function store(ev) {
+  if (state.seen.has(ev.seq)) return false;
+  state.seen.add(ev.seq);
+  if (!state.events.has(ev.callid)) state.events.set(ev.callid, []);
+  const list = state.events.get(ev.callid);
+  let i = list.length;
+  while (i > 0 && earlier(ev, list[i - 1])) i--;
+  list.splice(i, 0, ev);
+  if (ev.callid === state.selected) {
+    const box = $("transcript");
+    box.insertBefore(row(ev), box.children[i] || null);
+  }
+  return true;
 }
 
 function select(callid) {
@@ -109,7 +153,35 @@ function select(callid) {
   $("log-title").textContent = callid === null ? "" : `call ${callid}`;
   const box = $("transcript");
   box.replaceChildren(...(state.events.get(callid) || []).map(row));
+  box.dataset.history = state.complete.has(callid) ? "loaded" : "loading";
   renderCalls();
+  loadHistory(callid);
+}
+
+// A call's whole history: its own event stream replays it from the start (the emulator
+// keeps its last 20,000 events). Once it reaches the live stream's start (or the call's end), the
+// live stream has the rest: the history stream closes.
+function loadHistory(callid) {
+  closeHistory();
+  if (callid === null || state.complete.has(callid)) return;
+  const source = new EventSource(`${API}/calls/${callid}/events`);
+  state.history = { callid, source };
+  source.onmessage = (message) => {
+    const ev = JSON.parse(message.data);
+    store(ev);
+    if (ev.seq > state.since || ev.type === "call.ended") {
+      state.complete.add(callid);
+      closeHistory();
+      if (callid === state.selected) $("transcript").dataset.history = "loaded";
+    }
+  };
+  source.onerror = () => closeHistory();  // over (or no such call): nothing more to replay
+}
+
+function closeHistory() {
+  if (state.history === null) return;
+  state.history.source.close();
+  state.history = null;
 }
 
 // ------------------------------------------------------------------ calls
@@ -119,7 +191,8 @@ function renderCalls() {
   list.replaceChildren(...ids.map((id) => {
     const c = state.calls.get(id);
     const li = document.createElement("li");
-    li.textContent = `${id} ${c.direction} ${c.state}${c.ended_by ? " (" + c.ended_by + ")" : ""}`;
+    const how = c.ended_by === "unanswered" ? ending(c).split(" (")[0] : c.ended_by;
+    li.textContent = `${id} ${c.direction} ${c.state}${how ? " (" + how + ")" : ""}`;
     li.dataset.callid = id;
     if (id === state.selected) li.className = "selected";
     li.onclick = () => select(id);
@@ -136,9 +209,10 @@ function updateButtons() {
   $("incoming").hidden = state.ringing === null;
 }
 
+// An event of the live stream: kept (unless its call's history had it already), and
+// it drives the softphone.
 function onEvent(ev) {
-  if (!state.events.has(ev.callid)) state.events.set(ev.callid, []);
-  state.events.get(ev.callid).push(ev);
+  store(ev);
   const info = state.calls.get(ev.callid) || { callid: ev.callid, direction: "", state: "" };
   const d = ev.data;
   switch (ev.type) {
@@ -168,18 +242,19 @@ function onEvent(ev) {
     case "call.ended":
       info.state = "ended";
       info.ended_by = d.ended_by;
+      info.final_status = d.final_status;
       if (ev.callid === state.current || ev.callid === state.ringing) {
         state.current = null;
         state.ringing = null;
         silence();
         stopRecorder(false);
         $("recording").hidden = true;
-        setStatus(`Call ${ev.callid} ended by ${d.ended_by}`);
+        $("prompt").textContent = "";
+        setStatus(`Call ${ev.callid} ${ending(d)}`);
       }
       break;
   }
   state.calls.set(ev.callid, info);
-  if (ev.callid === state.selected) $("transcript").append(row(ev));
   updateButtons();
   renderCalls();
 }
@@ -187,17 +262,16 @@ function onEvent(ev) {
 function ring(callid, d) {
   if (state.ringing === callid) return;
   state.ringing = callid;
-  $("incoming-detail").textContent = `from app ${d.app} to ${d.to}`;
+  $("incoming-detail").textContent = mask(`from app ${d.app} to ${d.to}`);
   setStatus(`Ringing: call ${callid}`);
   select(callid);
 }
 
 function onCommand(callid, d) {
   setStatus(`In call ${callid}: ${d.command}`);
-  if (d.say && d.say.length) {
-    $("prompt").textContent = d.say.map((s) => s.text).join(" ");
-    speak(d.say);
-  }
+  const say = d.say || [];
+  $("prompt").textContent = say.map((s) => s.text).join(" ");  // none: the last one goes
+  if (say.length) speak(say);
   $("recording").hidden = d.command !== "record";
   $("record-note").textContent = "";
   if (d.command === "record") offerMicrophone();
@@ -207,6 +281,7 @@ function onCommand(callid, d) {
 async function dial() {
   const body = { from: $("from").value.trim(), to: $("to").value.trim(), callee: "live" };
   if ($("app").value) body.app = $("app").value;
+  $("prompt").textContent = "";
   const call = await api("POST", "/calls", body);
   state.current = call.callid;
   state.calls.set(call.callid, Object.assign(state.calls.get(call.callid) || {}, call));
@@ -256,6 +331,7 @@ async function hangup() {
 
 async function answer() {
   if (state.ringing === null) return;
+  $("prompt").textContent = "";
   await api("POST", `/calls/${state.ringing}/answer`);
 }
 
@@ -264,8 +340,10 @@ async function decline() {
   await api("POST", `/calls/${state.ringing}/decline`, { as: "busy" });
 }
 
+// seconds: rounded to 0.1 s (what the transcript then shows).
 async function sendSpeech(seconds, how) {
   if (state.current === null) return;
+  seconds = Math.round(seconds * 10) / 10;
   const sent = await api("POST", `/calls/${state.current}/speech`, { seconds });
   $("record-note").textContent = sent.heard
     ? `Sent ${seconds.toFixed(1)} s of speech ${how}.`
@@ -337,6 +415,7 @@ function stopRecorder(send) {
 // ------------------------------------------------------------------ start
 async function start() {
   const info = await api("GET", "/");
+  state.since = info.last_event;
   const apps = $("app");
   apps.replaceChildren(...info.apps.filter((a) => a.type === "REALTIME10").map((a) => {
     const option = document.createElement("option");
@@ -344,8 +423,12 @@ async function start() {
     option.textContent = `${a.hash} ${a.name}`;
     return option;
   }));
+  // The calls there are already (their transcripts load when selected); one still
+  // ringing the softphone rings this page too.
   for (const call of await api("GET", "/calls")) state.calls.set(call.callid, call);
   renderCalls();
+  const ringing = [...state.calls.values()].find((c) => c.live && c.state === "ringing");
+  if (ringing && state.ringing === null) ring(ringing.callid, ringing);
   const events = new EventSource(`${API}/events?since=${info.last_event}`);
   events.onopen = () => { $("connection").textContent = "live"; };
   events.onerror = () => { $("connection").textContent = "reconnecting…"; };
